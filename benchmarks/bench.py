@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 from mlpcli.config import validate_dict  # noqa: E402
 from mlpcli.data import Dataset  # noqa: E402
 from mlpcli.report import QuietReporter  # noqa: E402
-from mlpcli.train import Run, run_folder  # noqa: E402
+from mlpcli.runs import run_folder  # noqa: E402
+from mlpcli.train import Run  # noqa: E402
 
 MNIST = [784, 512, 256, 10]
 SGD = {"name": "sgd", "lr": 0.01, "momentum": 0.9}

@@ -43,7 +43,7 @@ def worker(batch: int, epochs: int) -> None:
 
     from mlpcli.distributed import world
     from mlpcli.report import SilentReporter
-    from mlpcli.train import run_folder
+    from mlpcli.runs import claim_folder
 
     comm = world()
     rng = np.random.default_rng(0)  # the same data on every rank
@@ -68,9 +68,8 @@ def worker(batch: int, epochs: int) -> None:
 
         run.comm.allreduce = timed_allreduce
         # rank 0 alone writes a run folder, as `mlpcli train` does
-        folder = run_folder(config, None) if comm.rank == 0 else None
         results = []
-        with run.session(comm.broadcast_text(str(folder) if folder else None)):
+        with run.session(claim_folder(config, None, comm)):
             for epoch in range(epochs + 1):
                 spent.update(grads=0.0, small=0.0, calls=0)
                 t = time.perf_counter()

@@ -9,8 +9,10 @@ read with `allow_pickle=False`:
     meta                                0-d string array holding JSON (format, version,
                                         epoch, step, config, metrics, trainer state)
 
-Files are written to a temporary file beside the target, fsynced and renamed into place,
-so a crash at any moment leaves the previous file whole.
+`pack` turns a `Checkpoint` (the state by meaning) into that flat mapping and `read` turns
+a file back into one; no other module spells a key prefix. Files are written to a
+temporary file beside the target, fsynced and renamed into place, so a crash at any
+moment leaves the previous file whole.
 """
 
 from __future__ import annotations
@@ -20,15 +22,102 @@ import os
 import shutil
 import uuid
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlpcli.errors import CheckpointError
 
+if TYPE_CHECKING:
+    from mlpcli.config import Config
+
 FORMAT = "mlpcli-checkpoint"
 VERSION = 1
+PARAMS, OPTIM, STATS = "params", "optim", "data"  # the key prefixes of the sections
+
+
+@dataclass
+class Checkpoint:
+    """A run's whole state by meaning: what `pack` flattens and `read` hands back."""
+
+    params: dict[str, np.ndarray]  # "0/W" (fan_in, fan_out), "0/b" (fan_out,), ...
+    optim: dict[str, np.ndarray]  # "0/W/exp_avg", ..., "step": the optimizer's state_dict
+    stats: dict[str, np.ndarray]  # "x_mean", "x_std", "y_mean", "y_std", "classes"
+    meta: dict[str, Any]  # epoch, step, config, metrics, progress, feature_names, ...
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # keys of no section
+    path: Path | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else "checkpoint"
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta.get("epoch", 0))
+
+    @property
+    def n_features(self) -> int:
+        """The model's input width, from the first layer's weights."""
+        W = self.params.get("0/W")
+        if W is None or W.ndim != 2:
+            raise CheckpointError(f"{self.where}: no {PARAMS}/0/W matrix")
+        return int(W.shape[0])
+
+    @property
+    def progress(self) -> Any:
+        """The trainer's position (a dict of train.Progress's fields, when well formed)."""
+        return self.meta.get("progress")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.meta.get("feature_names") or [])
+
+    def config(self, **validate: Any) -> Config:
+        """The resolved config stored in meta, validated again; `validate` goes on to
+        `config.validate_dict` (the overrides and options of `resume`)."""
+        import copy
+
+        from mlpcli.config import validate_dict
+        from mlpcli.errors import ConfigError
+
+        raw = self.meta.get("config")
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{self.where}: meta holds no config")
+        try:
+            return validate_dict(
+                copy.deepcopy(raw), where=f"{self.where} (meta.config)", **validate
+            )
+        except ConfigError as e:
+            if validate:  # a fault in the user's overrides, already named by them
+                raise
+            raise CheckpointError(str(e)) from None
+
+
+def pack(state: Checkpoint) -> dict[str, np.ndarray]:
+    """The flat name -> host array mapping of a checkpoint, without `meta`."""
+    return {
+        **prefixed(PARAMS, state.params),
+        **prefixed(OPTIM, state.optim),
+        **prefixed(STATS, {k: v for k, v in state.stats.items() if v is not None}),
+        **state.extra,
+    }
+
+
+def write(paths: list[Path], state: Checkpoint) -> None:
+    """Write `state` to every path in `paths`, atomically, as one file and hard links."""
+    save_many(paths, pack(state), state.meta)
+
+
+def read(path: str | Path) -> Checkpoint:
+    """A checkpoint file by meaning. Any fault is a CheckpointError naming the file."""
+    path = Path(path)
+    arrays, meta = load(path)
+    fields = {"params": PARAMS, "optim": OPTIM, "stats": STATS}
+    extra = {k: v for k, v in arrays.items() if k.split("/", 1)[0] not in fields.values()}
+    sections = {name: section(arrays, prefix) for name, prefix in fields.items()}
+    return Checkpoint(**sections, meta=meta, extra=extra, path=path)
 
 
 def save_many(paths: list[str | Path], arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -144,12 +233,35 @@ def prefixed(prefix: str, arrays: dict[str, Any]) -> dict[str, Any]:
 def load_params(path: str | Path) -> dict[str, np.ndarray]:
     """`params/{i}/W`, `params/{i}/b` from any npz (a checkpoint or the user's own file)."""
     path = Path(path)
-    arrays = _read_npz(path, f"model.init_from: {path}", prefix="params/")
-    params = section(arrays, "params")
+    arrays = _read_npz(path, f"model.init_from: {path}", prefix=PARAMS + "/")
+    params = section(arrays, PARAMS)
     for name, a in params.items():
         if a.dtype.kind not in "fiu":
-            raise CheckpointError(f"{path}: params/{name} is not numeric (dtype {a.dtype})")
+            raise CheckpointError(f"{path}: {PARAMS}/{name} is not numeric (dtype {a.dtype})")
     return params
+
+
+def check_params(params: dict[str, Any], shapes: dict[str, tuple], where: str) -> None:
+    """Raise CheckpointError naming each missing key and each shape mismatch."""
+    problems = []
+    for name, shape in shapes.items():
+        layer, kind = name.split("/")
+        if name not in params:
+            problems.append(f"layer {layer}: no {PARAMS}/{name}")
+        elif tuple(params[name].shape) != shape:
+            problems.append(
+                f"layer {layer}: {PARAMS}/{name} has shape {tuple(params[name].shape)}, "
+                f"the config needs {shape}"
+            )
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+
+
+def shapes(state: Checkpoint) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """(parameter key -> shape, every other array's key -> shape), as the file names them."""
+    flat = {k: list(v.shape) for k, v in pack(state).items()}
+    params = {k: v for k, v in flat.items() if k.startswith(PARAMS + "/")}
+    return params, {k: v for k, v in flat.items() if k not in params}
 
 
 def rotate(directory: Path, keep_last: int) -> None:

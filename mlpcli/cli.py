@@ -52,30 +52,16 @@ def train(
     ] = False,
 ) -> None:
     """Train a new run."""
-    from mlpcli.backend import get_backend
-    from mlpcli.config import load_config, to_yaml
-    from mlpcli.data import prepare
+    from mlpcli import runs
     from mlpcli.report import reporter_for
-    from mlpcli.train import Run, run_folder
 
-    cfg = load_config(
-        config,
-        set_,
-        {
-            "train.epochs": ("--epochs", epochs),
-            "seed": ("--seed", seed),
-            "logging.logdir": ("--logdir", logdir),
-            "device": ("--device", device),
-        },
-    )
-    backend = get_backend(cfg.device)
-    data = prepare(cfg, str(config))
-    run = Run(cfg, data, reporter_for(quiet), backend)
-    run_dir = None
-    if run.comm.rank == 0:  # under MPI the first process alone writes the run folder
-        run_dir = run_folder(cfg, name)  # created only now that everything checked out
-        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-    run.fit(Path(run.comm.broadcast_text(str(run_dir) if run_dir else None)))
+    options = {
+        "train.epochs": ("--epochs", epochs),
+        "seed": ("--seed", seed),
+        "logging.logdir": ("--logdir", logdir),
+        "device": ("--device", device),
+    }
+    runs.train(config, reporter_for(quiet), overrides=set_, options=options, name=name)
 
 
 CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.npz).", show_default=False)]
@@ -94,10 +80,10 @@ def resume(
     ] = False,
 ) -> None:
     """Continue a run from a checkpoint, exactly, in its own run folder."""
+    from mlpcli import runs
     from mlpcli.report import reporter_for
-    from mlpcli.train import resume as resume_run
 
-    resume_run(checkpoint, reporter_for(quiet), epochs=epochs, overrides=set_, device=device)
+    runs.resume(checkpoint, reporter_for(quiet), epochs=epochs, overrides=set_, device=device)
 
 
 @app.command("eval")
@@ -310,59 +296,29 @@ def _is_usage_error(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one `error:` line."""
-    from mlpcli.errors import MlpcliError
+    from mlpcli.errors import Interrupted, MlpcliError
 
     try:
         code = app(args=argv, prog_name="mlpcli", standalone_mode=False)
     except MlpcliError as e:
-        if _first_process():
+        from mlpcli import distributed  # NumPy: only once something has gone wrong
+
+        if distributed.first_process():
             _err(str(e))
         code = e.exit_code
-        if type(e).__name__ != "Interrupted":  # every process stops at the same step
-            _end_job(code, message=str(e))
+        if not isinstance(e, Interrupted):  # every process stops at the same step
+            distributed.end_job(code, message=str(e))
     except Exception as e:
+        from mlpcli import distributed
+
         if not _is_usage_error(e):
-            _end_job(1, e)
+            distributed.end_job(1, e)
             raise
         ctx = getattr(e, "ctx", None)
         command = ctx.command_path if ctx is not None else "mlpcli"
-        if _first_process():  # every process parsed the same arguments
+        if distributed.first_process():  # every process parsed the same arguments
             _err(f"{command}: {e.format_message()} (see {command} --help)")
         code = 2
     except KeyboardInterrupt:
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _first_process() -> bool:
-    """False in the processes of an MPI job but the first, which stay silent."""
-    from mlpcli.distributed import launched_by_mpi, world
-
-    return not launched_by_mpi() or world().rank == 0
-
-
-ABORT_GRACE_S = 2.0
-ABORT_FLUSH_S = 0.2
-
-
-def _end_job(code: int, error: BaseException | None = None, message: str = "") -> None:
-    """Under MPI, a failing process ends the whole job, so no other one waits forever."""
-    import time
-
-    from mlpcli.distributed import launched_by_mpi, world
-
-    if launched_by_mpi() and world().size > 1:
-        if world().rank != 0:
-            # An error every process meets is reported by the first, whose abort ends this
-            # one during the wait; an abort from here would cut its message off. Only an
-            # error of this process alone gets past the wait, and says so.
-            time.sleep(ABORT_GRACE_S)
-            if message:
-                _err(f"process {world().rank}: {message}")
-        if error is not None:
-            import traceback
-
-            traceback.print_exception(error)
-        sys.stderr.flush()
-        time.sleep(ABORT_FLUSH_S)  # Hydra forwards output through a pipe; abort kills it
-        world().abort(code)

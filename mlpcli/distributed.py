@@ -10,6 +10,8 @@ by an MPI launcher, so a plain `mlpcli train` never touches it.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -113,3 +115,32 @@ def world() -> Single:
     if _WORLD is None:
         _WORLD = MPIComm() if launched_by_mpi() else Single()
     return _WORLD
+
+
+def first_process() -> bool:
+    """False in the processes of an MPI job but the first, which stay silent."""
+    return not launched_by_mpi() or world().rank == 0
+
+
+ABORT_GRACE_S = 2.0
+ABORT_FLUSH_S = 0.2
+
+
+def end_job(code: int, error: BaseException | None = None, message: str = "") -> None:
+    """Under MPI, a failing process ends the whole job, so no other one waits forever."""
+    if not (launched_by_mpi() and world().size > 1):
+        return
+    if world().rank != 0:
+        # An error every process meets is reported by the first, whose abort ends this
+        # one during the wait; an abort from here would cut its message off. Only an
+        # error of this process alone gets past the wait, and says so.
+        time.sleep(ABORT_GRACE_S)
+        if message:
+            print(f"error: process {world().rank}: {message}", file=sys.stderr)
+    if error is not None:
+        import traceback
+
+        traceback.print_exception(error)
+    sys.stderr.flush()
+    time.sleep(ABORT_FLUSH_S)  # Hydra forwards output through a pipe; abort kills it
+    world().abort(code)

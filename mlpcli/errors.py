@@ -1,4 +1,15 @@
-"""The user's mistakes: one family, printed by the CLI as one `error:` line with exit code 2."""
+"""The user's mistakes: one family, printed by the CLI as one `error:` line with exit code 2.
+
+Also the one "did you mean" every message that names a choice uses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import signal
+from collections.abc import Iterable
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class MlpcliError(Exception):
@@ -27,3 +38,20 @@ class RunError(MlpcliError):
     """Training could not go on (e.g. the loss diverged); exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(MlpcliError):
+    """Training stopped by SIGINT / SIGTERM after saving a resumable checkpoint."""
+
+    def __init__(self, signum: int, path: object, step: int, epoch: int):
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step} (epoch {epoch}); "
+            f"resume with: mlpcli resume {path}"
+        )
+        self.exit_code = SIGNAL_EXIT.get(signum, 130)
+
+
+def closest(word: object, choices: Iterable[object]) -> str | None:
+    """The choice closest to `word` when one is close enough to be a likely typo, else None."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return match[0] if match else None

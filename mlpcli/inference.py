@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,9 @@ import numpy as np
 
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
-from mlpcli.config import Config, validate_dict
+from mlpcli.config import Config
 from mlpcli.data import load_features, load_labeled
-from mlpcli.errors import CheckpointError, ConfigError, MlpcliError
+from mlpcli.errors import MlpcliError
 from mlpcli.losses import as_targets
 from mlpcli.model import MLP, standardize
 
@@ -22,17 +21,29 @@ BATCH = 4096  # rows per forward pass: bounded memory for any input size
 
 @dataclass
 class Loaded:
-    """A checkpoint read back: its arrays, meta, config, and the model built from them."""
+    """A checkpoint read back, its config, and the model built from them."""
 
-    path: Path
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any]
+    state: ckpt.Checkpoint
     config: Config
     model: MLP
     backend: Backend
 
+    @property
+    def path(self) -> Path:
+        return self.state.path
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the file but `meta`, by its key."""
+        return ckpt.pack(self.state)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.state.meta
+
     def data(self, name: str) -> np.ndarray | None:
-        return self.arrays.get(f"data/{name}")
+        """A stored data statistic ("x_mean", ...) or the class labels ("classes")."""
+        return self.state.stats.get(name)
 
     @property
     def classes(self) -> np.ndarray | None:
@@ -40,34 +51,17 @@ class Loaded:
 
     @property
     def feature_names(self) -> list[str]:
-        return list(self.meta.get("feature_names") or [])
-
-
-def checkpoint_config(meta: dict, where: str, **validate: Any) -> Config:
-    """The resolved config stored in a checkpoint's meta, validated again."""
-    raw = meta.get("config")
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{where}: meta holds no config")
-    try:
-        return validate_dict(copy.deepcopy(raw), where=f"{where} (meta.config)", **validate)
-    except ConfigError as e:
-        if validate:  # a fault in the user's overrides, already named by them
-            raise
-        raise CheckpointError(str(e)) from None
+        return self.state.feature_names
 
 
 def load(path: str | Path, device: str = "cpu") -> Loaded:
     """Read a checkpoint and rebuild its model on `device`."""
-    path = Path(path)
-    arrays, meta = ckpt.load(path)
-    config = checkpoint_config(meta, str(path))
-    params = ckpt.section(arrays, "params")
-    if "0/W" not in params or params["0/W"].ndim != 2:
-        raise CheckpointError(f"{path}: no params/0/W matrix")
-    n_features = params["0/W"].shape[0]
+    state = ckpt.read(path)
+    config = state.config()
+    n_features = state.n_features
     backend = get_backend(device)
-    model = MLP.build(backend.xp, config, n_features, init_params=params, where=str(path))
-    return Loaded(path, arrays, meta, config, model, backend)
+    model = MLP.build(backend.xp, config, n_features, init_params=state.params, where=state.where)
+    return Loaded(state, config, model, backend)
 
 
 def _scale(loaded: Loaded) -> tuple | None:
@@ -194,6 +188,7 @@ def write_csv(names: list[str], columns: list[np.ndarray], stream: Any) -> None:
 def summary(loaded: Loaded) -> dict:
     """What `inspect --json` prints."""
     meta = loaded.meta
+    params, arrays = ckpt.shapes(loaded.state)
     return {
         "path": str(loaded.path),
         "format": meta.get("format"),
@@ -202,10 +197,8 @@ def summary(loaded: Loaded) -> dict:
         "step": meta.get("step"),
         "metrics": meta.get("metrics", {}),
         "config": meta.get("config"),
-        "params": {k: list(v.shape) for k, v in loaded.arrays.items() if k.startswith("params/")},
-        "arrays": {
-            k: list(v.shape) for k, v in loaded.arrays.items() if not k.startswith("params/")
-        },
+        "params": params,
+        "arrays": arrays,
         "task": loaded.config.task,
         "classes": loaded.classes.tolist() if loaded.classes is not None else None,
         "feature_names": loaded.feature_names,

@@ -7,40 +7,12 @@ Activations are kept in buffers allocated once per batch size and reused every s
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-
 from mlpcli.activations import ACTIVATIONS, DERIVATIVES, NEEDS_Z
-from mlpcli.errors import CheckpointError
+from mlpcli.checkpoint import check_params
+from mlpcli.initializers import init_layer
 from mlpcli.losses import FUSED, LOSSES, correct
-from mlpcli.rng import generator
-
-INITS = {
-    # name: (distribution, variance numerator, uses fan_out): Var(W) = k / fan
-    "he_normal": ("normal", 2.0, False),
-    "he_uniform": ("uniform", 2.0, False),
-    "glorot_normal": ("normal", 2.0, True),
-    "glorot_uniform": ("uniform", 2.0, True),
-}
-
-
-def init_layer(
-    init: str, fan_in: int, fan_out: int, seed: int, layer: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Initial W (fan_in, fan_out) and b (zeros) in float64 on the host: the same on every
-    device, drawn from (seed, layer) alone."""
-    dist, k, glorot = INITS[init]
-    fan = (fan_in + fan_out) / 2.0 if glorot else fan_in
-    std = math.sqrt(k / fan)  # He: sqrt(2 / fan_in); Glorot: sqrt(2 / (fan_in + fan_out))
-    rng = generator(seed, "init", layer)
-    if dist == "normal":
-        W = rng.normal(0.0, std, size=(fan_in, fan_out))
-    else:
-        limit = math.sqrt(3.0) * std  # U(-l, l) has variance l^2 / 3
-        W = rng.uniform(-limit, limit, size=(fan_in, fan_out))
-    return W, np.zeros(fan_out)
 
 
 class Dense:
@@ -255,19 +227,3 @@ def param_shapes(config: Any, n_features: int) -> dict[str, tuple[int, ...]]:
         shapes[f"{i}/W"], shapes[f"{i}/b"] = (fan_in, spec.units), (spec.units,)
         fan_in = spec.units
     return shapes
-
-
-def check_params(params: dict[str, Any], shapes: dict[str, tuple], where: str) -> None:
-    """Raise CheckpointError naming each missing key and each shape mismatch."""
-    problems = []
-    for name, shape in shapes.items():
-        layer, kind = name.split("/")
-        if name not in params:
-            problems.append(f"layer {layer}: no params/{name}")
-        elif tuple(params[name].shape) != shape:
-            problems.append(
-                f"layer {layer}: params/{name} has shape {tuple(params[name].shape)}, "
-                f"the config needs {shape}"
-            )
-    if problems:
-        raise CheckpointError(f"{where}: " + "; ".join(problems))

@@ -9,6 +9,7 @@ buffers, reused next step.
 
 Weight decay applies to weights (2-D), not biases (1-D): added to the gradient (coupled)
 for sgd, adam, rmsprop and adagrad; decoupled, `p *= 1 - lr * weight_decay`, for adamw.
+The options' defaults are torch.optim's, written once in `optim_options.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpcli.backend import to_host
 from mlpcli.errors import CheckpointError
+from mlpcli.optim_options import OPTIMIZER_OPTIONS
 
 if TYPE_CHECKING:  # for annotations only: the math gets its array module as `xp`
     import numpy as np
@@ -106,9 +108,7 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(
-        self, params, xp, *, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0
-    ):
+    def __init__(self, params, xp, *, momentum, dampening, nesterov, weight_decay):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires a momentum and zero dampening")
         self.momentum, self.dampening, self.nesterov = (
@@ -145,9 +145,7 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(
-        self, params, xp, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False
-    ):
+    def __init__(self, params, xp, *, betas, eps, weight_decay, amsgrad):
         self.beta1, self.beta2 = map(float, betas)
         self.eps = float(eps)
         self.slots = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
@@ -179,13 +177,6 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(
-        self, params, xp, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False
-    ):
-        super().__init__(
-            params, xp, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
-        )
-
 
 class RMSprop(Optimizer):
     """s = alpha * s + (1 - alpha) * g**2 (g = grad + wd * p), d = g / (sqrt(s) + eps) and
@@ -194,9 +185,7 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(
-        self, params, xp, *, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False
-    ):
+    def __init__(self, params, xp, *, alpha, eps, weight_decay, momentum, centered):
         self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
         self.slots = (
             ("square_avg",)
@@ -235,16 +224,7 @@ class Adagrad(Optimizer):
     name = "adagrad"
     slots = ("sum",)
 
-    def __init__(
-        self,
-        params,
-        xp,
-        *,
-        lr_decay=0.0,
-        eps=1e-10,
-        weight_decay=0.0,
-        initial_accumulator_value=0.0,
-    ):
+    def __init__(self, params, xp, *, lr_decay, eps, weight_decay, initial_accumulator_value):
         self.lr_decay, self.eps = float(lr_decay), float(eps)
         super().__init__(params, xp, weight_decay)
         for slots in self.state.values():
@@ -266,7 +246,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 
 def build_optimizer(name: str, params: dict[str, Array], xp: Any, **options: Any) -> Optimizer:
-    """The optimizer `name` ("sgd", "adam", ...) over `params`, with torch.optim's options."""
+    """The optimizer `name` ("sgd", "adam", ...) over `params`; options left out take
+    torch.optim's defaults (OPTIMIZER_OPTIONS)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, xp, **options)
+    return OPTIMIZERS[name](params, xp, **{**OPTIMIZER_OPTIONS[name], **options})

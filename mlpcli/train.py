@@ -13,85 +13,26 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlpcli import board
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
-from mlpcli.config import Config, to_dict, to_yaml
-from mlpcli.data import Dataset, prepare
+from mlpcli.config import Config, to_dict
+from mlpcli.data import Dataset
 from mlpcli.distributed import world
-from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError, RunError
+from mlpcli.errors import SIGNAL_EXIT, Interrupted, RunError
 from mlpcli.losses import as_targets, correct
 from mlpcli.model import MLP, standardize
 from mlpcli.optim import build_optimizer
+from mlpcli.progress import Progress
 from mlpcli.rng import generator
 from mlpcli.schedules import lr_at
 
 EVAL_BATCH = 4096  # validation batch: large, without building the whole output at once
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class Interrupted(MlpcliError):
-    """Training stopped by SIGINT / SIGTERM after saving a resumable checkpoint."""
-
-    def __init__(self, signum: int, path: Path, step: int, epoch: int):
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} at step {step} (epoch {epoch}); "
-            f"resume with: mlpcli resume {path}"
-        )
-        self.exit_code = SIGNAL_EXIT.get(signum, 130)
-
-
-@dataclass
-class Progress:
-    """Where a run is, and everything beside the arrays that an exact resume needs."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps taken
-    batch: int = 0  # batches done in the current epoch (non-zero only after a mid-epoch stop)
-    best: float | None = None  # best checkpoint.monitor value so far
-    best_epoch: int | None = None
-    stop_best: float | None = None  # early stopping's best value and epochs without gain
-    stop_wait: int = 0
-    stopped_early: bool = False
-    # running sums of the current epoch and logging interval (host floats)
-    epoch_loss: float = 0.0
-    epoch_hits: int = 0
-    epoch_seen: int = 0
-    log_loss: float = 0.0  # of the logging interval, saved when a run stops mid-interval
-    log_hits: int = 0
-    log_steps: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-def run_folder(config: Config, name: str | None) -> Path:
-    """A new run folder under logging.logdir; an existing non-empty one is an error."""
-    logdir = Path(config.logging.logdir)
-    if name is not None:
-        path = logdir / name
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            what = "is not empty" if path.is_dir() else "is a file"
-            raise MlpcliError(
-                f"--name: run folder {path} already exists and {what}; "
-                "choose another name or resume from its checkpoint"
-            )
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = logdir / f"{config.name}-{stamp}"
-        n = 1
-        while path.exists():  # two runs started in the same second
-            n += 1
-            path = logdir / f"{config.name}-{stamp}-{n}"
-    try:
-        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MlpcliError(f"logging.logdir: cannot create run folder {path}: {e}") from None
-    return path
 
 
 class Run:
@@ -103,7 +44,7 @@ class Run:
         data: Dataset,
         reporter: Any,
         backend: Backend | None = None,
-        state: tuple[dict[str, np.ndarray], dict] | None = None,
+        state: ckpt.Checkpoint | None = None,
         comm: Any = None,
     ):
         self.config = config
@@ -116,7 +57,7 @@ class Run:
 
         init_params, where = None, "checkpoint"
         if state is not None:
-            init_params = ckpt.section(state[0], "params")
+            init_params, where = state.params, state.where
         elif config.model.init_from:
             init_params = ckpt.load_params(config.model.init_from)
             where = f"model.init_from: {config.model.init_from}"
@@ -127,8 +68,8 @@ class Run:
         self.optimizer = build_optimizer(config.optimizer.name, self.model.params(), xp, **options)
         self.progress = Progress()
         if state is not None:
-            self.optimizer.load_state_dict(ckpt.section(state[0], "optim"))
-            self.progress = _progress(state[1])
+            self.optimizer.load_state_dict(state.optim)
+            self.progress = Progress.from_meta(state.progress)
 
         # The data lives on the device whole (on the CPU a memory-mapped .npy stays mapped);
         # batches are gathered into reused buffers and standardized there, so the raw
@@ -186,7 +127,7 @@ class Run:
         with self.session(run_dir):
             while p.epoch < cfg.train.epochs and not p.stopped_early:
                 self.train_epoch()
-            self.tb.hparams(_hparams(cfg), {f"hparam/{k}": v for k, v in p.metrics.items()}, p.step)
+            board.log_final(self, self.tb)
         self.reporter.finish(self)
         return p
 
@@ -195,13 +136,7 @@ class Run:
         """Open the run's TensorBoard log and catch SIGINT / SIGTERM while inside."""
         self.run_dir = Path(run_dir)
         # one process writes the log and the checkpoints; the others keep the same state
-        self.tb = _open_tb(self.run_dir, self.progress.step) if self.comm.rank == 0 else _NoLog()
-        if self.progress.step == 0:
-            self.tb.text("config", _markdown_yaml(to_yaml(self.config)), 0)
-            if self.config.logging.graph:
-                self.tb.graph(self._graph())
-            if self._draws_images():
-                self._log_images()  # the untrained network, at step 0
+        self.tb = board.open_log(self, self.run_dir)
         self.reporter.start(self)
         previous = {s: signal.signal(s, self._on_signal) for s in SIGNAL_EXIT}
         try:
@@ -352,83 +287,13 @@ class Run:
             for name, value in self.model.grads().items():
                 self.tb.histogram(f"grads/{name}", to_host(value), p.step)
         every = cfg.logging.images_every_n_epochs
-        if self._draws_images() and (p.epoch % every == 0 or p.epoch == cfg.train.epochs):
-            self._log_images()
-        p.metrics = metrics
+        if board.draws_images(self) and (p.epoch % every == 0 or p.epoch == cfg.train.epochs):
+            board.log_images(self, self.tb)
         p.epoch_loss, p.epoch_hits, p.epoch_seen = 0.0, 0, 0
-
-        improved = self._track_best(metrics)
-        es = cfg.train.early_stopping
-        if es is not None:
-            value = _monitored(metrics, es.monitor)
-            if p.stop_best is None or _better(value, p.stop_best, es.mode, es.min_delta):
-                p.stop_best, p.stop_wait = value, 0
-            else:
-                p.stop_wait += 1
-                p.stopped_early = p.stop_wait >= es.patience
+        improved = p.judge(metrics, cfg.checkpoint, cfg.train.early_stopping)
         self._save_epoch(improved)
         self.tb.flush()
         self.reporter.epoch_end(self, metrics)
-
-    def _track_best(self, metrics: dict[str, float]) -> bool:
-        p, c = self.progress, self.config.checkpoint
-        value = _monitored(metrics, c.monitor)
-        if p.best is None or _better(value, p.best, c.mode, 0.0):
-            p.best, p.best_epoch = value, p.epoch
-            return True
-        return False
-
-    # ------------------------------------------------------------------ pictures
-
-    def _graph(self):
-        """The model's computation graph for TensorBoard's Graphs tab."""
-        from mlpcli.tblog import graph_def
-
-        layers = self.config.model.layers
-        return graph_def(
-            [self.x.shape[1], *(la.units for la in layers)],
-            [la.activation for la in layers],
-            self.config.loss,
-            dtype=self.config.dtype,
-            dropouts=[la.dropout for la in layers],
-        )
-
-    def _draws_images(self) -> bool:
-        """Decision surfaces are drawn for classifiers of 2-D points."""
-        return (
-            self.config.logging.images_every_n_epochs > 0
-            and self.classification
-            and self.x.shape[1] == 2
-        )
-
-    def _log_images(self) -> None:
-        """The decision surface with the training points, and the first layer's lines."""
-        from mlpcli.visualize import decision_surface, hidden_lines
-
-        d = self.data
-        x = d.x_train if d.train_rows is None else d.x_train[d.train_rows]
-        n_classes = 2 if self.config.loss == "binary_cross_entropy" else len(d.classes)
-        image, canvas = decision_surface(
-            self._probabilities, x, d.y_train, n_classes=n_classes, chunk=self.batch_size
-        )
-        step = self.progress.step
-        self.tb.image("decision_surface", image, step)
-        if len(self.model.layers) > 1:  # a hidden layer: the line each of its units draws
-            first = self.model.layers[0]
-            lines = hidden_lines(
-                image, canvas, to_host(first.W), to_host(first.b), d.x_mean, d.x_std
-            )
-            self.tb.image("hidden_units", lines, step)
-
-    def _probabilities(self, points: np.ndarray) -> np.ndarray:
-        """Class probabilities (m, C) for raw points (m, d), on the host."""
-        xb = self.backend.asarray(points, dtype=self.config.dtype)
-        if self.scale is not None:
-            xb = standardize(self.xp, xb, self.scale, out=xb)
-        out = to_host(self.model.forward(xb)).astype(np.float64)
-        if self.config.loss == "binary_cross_entropy":
-            return np.column_stack([1.0 - out[:, 0], out[:, 0]])
-        return out
 
     def _keep_masks(self, n: int, step: int, lo: int = 0, hi: int | None = None) -> list:
         """Dropout keep-masks for rows lo:hi of a step's batch of n, drawn on the host from
@@ -451,20 +316,10 @@ class Run:
 
     # ------------------------------------------------------------------ saving
 
-    def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The whole training state as flat host arrays and JSON meta."""
-        arrays = ckpt.prefixed("params", {k: to_host(v) for k, v in self.model.params().items()})
-        arrays.update(ckpt.prefixed("optim", self.optimizer.state_dict()))
-        d = self.data
-        extra = {
-            "x_mean": d.x_mean,
-            "x_std": d.x_std,
-            "y_mean": d.y_mean,
-            "y_std": d.y_std,
-            "classes": d.classes,
-        }
-        arrays.update(ckpt.prefixed("data", {k: v for k, v in extra.items() if v is not None}))
-        p = self.progress
+    def state(self) -> ckpt.Checkpoint:
+        """The whole training state as host arrays and JSON meta."""
+        d, p = self.data, self.progress
+        stats = {"x_mean": d.x_mean, "x_std": d.x_std, "y_mean": d.y_mean, "y_std": d.y_std}
         meta = {
             "epoch": p.epoch,
             "step": p.step,
@@ -473,29 +328,33 @@ class Run:
             "feature_names": list(d.feature_names),
             "data_digest": self.data_digest,
             "task": self.config.task,
-            "progress": asdict(p),
+            "progress": p.as_meta(),
         }
-        return arrays, meta
+        return ckpt.Checkpoint(
+            params={k: to_host(v) for k, v in self.model.params().items()},
+            optim=self.optimizer.state_dict(),
+            stats={**stats, "classes": d.classes},
+            meta=meta,
+        )
 
     def _save_epoch(self, improved: bool) -> None:
         if self.comm.rank != 0:
             return
         c, p = self.config.checkpoint, self.progress
         folder = self.run_dir / "checkpoints"
-        arrays, meta = self.state()
         targets = [folder / "last.npz"]
         if c.keep_last and p.epoch % c.every_n_epochs == 0:
             targets.insert(0, folder / f"epoch-{p.epoch:04d}.npz")
         if c.save_best and improved:
             targets.append(folder / "best.npz")
-        ckpt.save_many(targets, arrays, meta)
+        ckpt.write(targets, self.state())
         if c.keep_last:
             ckpt.rotate(folder, c.keep_last)
 
     def _interrupt(self) -> None:
         path = self.run_dir / "checkpoints" / "last.npz"
         if self.comm.rank == 0:
-            ckpt.save(path, *self.state())
+            ckpt.write([path], self.state())
         self.tb.flush()
         p = self.progress
         raise Interrupted(self._stop_signal, path, p.step, p.epoch + (p.batch > 0))
@@ -519,157 +378,9 @@ def data_digest(data: Dataset) -> str:
     return f"crc32:{crc:08x}"
 
 
-def _progress(meta: dict) -> Progress:
-    """The trainer's position stored in a checkpoint's meta."""
-    fields = meta.get("progress")
-    try:
-        if not isinstance(fields, dict):
-            raise TypeError("missing")
-        return Progress(**fields)
-    except TypeError as e:
-        raise CheckpointError(f"meta.progress is missing or damaged ({e})") from None
-
-
-# Keys `resume --set` may change: none of them changes the model, its data or the meaning
-# of a step. Anything else (model, loss, data, seed, dtype, batch size...) is refused.
-RESUMABLE = (
-    "name",
-    "device",
-    "train.epochs",
-    "train.shuffle",
-    "train.clip_grad_norm",
-    "train.early_stopping",
-    "logging",
-    "checkpoint",
-    "optimizer",
-    "schedule",
-)
-
-
-def resume_config(
-    meta: dict, where: str, overrides: list[str] | None, epochs: int | None, device: str | None
-) -> Config:
-    """The checkpoint's config with the allowed overrides of `mlpcli resume` applied."""
-    from mlpcli.config import parse_override
-    from mlpcli.inference import checkpoint_config
-
-    for item in overrides or []:
-        key, _ = parse_override(item)
-        if key.startswith("optimizer.name") or not any(
-            key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE
-        ):
-            raise ConfigError(
-                f"--set {key}: cannot change when resuming (it changes the model, its data or "
-                "its optimizer state); start a new run with `mlpcli train` instead"
-            )
-    config = checkpoint_config(
-        meta,
-        where,
-        overrides=overrides,
-        options={"train.epochs": ("--epochs", epochs), "device": ("--device", device)},
-    )
-    done = int(meta.get("epoch", 0))
-    if config.train.epochs <= done:
-        flag = "--epochs" if epochs is not None else "train.epochs"
-        raise ConfigError(
-            f"{flag}: the checkpoint has {done} epochs done; give a larger total to go on "
-            f"(e.g. --epochs {done + config.train.epochs if epochs is None else done + 1})"
-        )
-    return config
-
-
-def run_folder_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to (the folder above `checkpoints/`)."""
-    checkpoint = Path(checkpoint).resolve()
-    if checkpoint.parent.name != "checkpoints":
-        raise CheckpointError(
-            f"{checkpoint}: not inside a run folder's checkpoints/ folder, so there is no run "
-            "to continue; copy it to RUN/checkpoints/ first"
-        )
-    return checkpoint.parent.parent
-
-
-def resume(
-    path: str | Path,
-    reporter: Any,
-    *,
-    epochs: int | None = None,
-    overrides: list[str] | None = None,
-    device: str | None = None,
-) -> Progress:
-    """Continue the run of checkpoint `path` in its own run folder, exactly."""
-    path = Path(path)
-    arrays, meta = ckpt.load(path)
-    run_dir = run_folder_of(path)
-    config = resume_config(meta, str(path), overrides, epochs, device)
-    backend = get_backend(config.device)
-    data = prepare(config, f"{path} (meta.config)")
-    if meta.get("data_digest") not in (None, data_digest(data)):
-        raise DataError(
-            f"data: {data.source} is not the data this checkpoint was trained on "
-            f"({meta.get('data_digest')}, now {data_digest(data)}); exact resume needs the "
-            "same data"
-        )
-    run = Run(config, data, reporter, backend, state=(arrays, meta))
-    run.progress.stopped_early = False  # asked to go on: early stopping judges anew
-    return run.fit(run_dir)
-
-
-def _hparams(config: Config) -> dict[str, Any]:
-    """The config's knobs as flat scalars for TensorBoard's HParams tab."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}{k}.", v)
-        elif isinstance(value, bool | int | float | str):
-            flat[prefix.rstrip(".")] = value
-        elif value is not None:
-            flat[prefix.rstrip(".")] = str(value)
-
-    data = to_dict(config)
-    for section in ("seed", "dtype", "loss", "optimizer", "schedule", "train"):
-        walk(f"{section}.", data[section])
-    flat["model.layers"] = " -> ".join(
-        f"{la['units']} {la['activation']}"
-        + (f" (dropout {la['dropout']})" if la["dropout"] else "")
-        for la in data["model"]["layers"]
-    )
-    return flat
-
-
 def _fingerprint(run: Run) -> int:
     """A checksum of the initial parameters, optimizer state, position and data."""
     crc = zlib.crc32(run.data_digest.encode())
     for value in (*run.model.params().values(), *run.optimizer.state_dict().values()):
         crc = zlib.crc32(np.ascontiguousarray(to_host(value)).view(np.uint8).reshape(-1), crc)
-    return zlib.crc32(repr(asdict(run.progress)).encode(), crc)
-
-
-class _NoLog:
-    """The TensorBoard logger of the processes that do not write one."""
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
-def _monitored(metrics: dict[str, float], monitor: str) -> float:
-    """The monitored metric; val/ falls back to train/ when there is no validation data."""
-    if monitor in metrics:
-        return metrics[monitor]
-    return metrics[monitor.replace("val/", "train/")]
-
-
-def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
-    return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
-def _markdown_yaml(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())  # a Markdown code block
-
-
-def _open_tb(run_dir: Path, step: int):
-    from mlpcli.tblog import TBLogger
-
-    return TBLogger(run_dir, start_step=step)
+    return zlib.crc32(repr(run.progress.as_meta()).encode(), crc)

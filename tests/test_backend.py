@@ -21,14 +21,15 @@ from standin_xp import BACKEND, DeviceArray, xp
 
 import mlpcli.backend
 import mlpcli.inference
-import mlpcli.train
+import mlpcli.runs
 from mlpcli import checkpoint, inference
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import validate_dict
 from mlpcli.data import prepare
 from mlpcli.errors import BackendError
 from mlpcli.report import QuietReporter
-from mlpcli.train import Run, resume
+from mlpcli.runs import resume
+from mlpcli.train import Run
 
 CPU = get_backend("cpu")
 
@@ -263,7 +264,7 @@ def standin_for_cuda(monkeypatch) -> list[str]:
         asked.append(device)
         return BACKEND if device == "cuda" else get_backend(device)
 
-    monkeypatch.setattr(mlpcli.train, "get_backend", fake)
+    monkeypatch.setattr(mlpcli.runs, "get_backend", fake)
     monkeypatch.setattr(mlpcli.inference, "get_backend", fake)
     return asked
 

@@ -27,9 +27,10 @@ import pytest
 from helpers import cli, small_config, snapshot, user_error, write_config
 
 from mlpcli import checkpoint, inference
+from mlpcli.checkpoint import check_params
 from mlpcli.cli import main
 from mlpcli.errors import CheckpointError, MlpcliError
-from mlpcli.model import check_params, param_shapes
+from mlpcli.model import param_shapes
 
 COMMANDS = ("inspect", "eval", "predict", "resume")
 

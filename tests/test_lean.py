@@ -11,7 +11,8 @@ from helpers import REPO, write_config
 from mlpcli.config import validate_dict
 from mlpcli.data import Dataset
 from mlpcli.report import QuietReporter
-from mlpcli.train import Run, run_folder
+from mlpcli.runs import run_folder
+from mlpcli.train import Run
 
 BATCH, WIDTH = 64, 512  # an activation buffer is BATCH x WIDTH x 4 = 128 KiB
 

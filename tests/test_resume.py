@@ -13,8 +13,10 @@ from helpers import REPO, cli, load_last, small_config, write_config
 from mlpcli import checkpoint
 from mlpcli.config import load_config
 from mlpcli.data import prepare
+from mlpcli.errors import Interrupted
 from mlpcli.report import QuietReporter
-from mlpcli.train import Interrupted, Run, resume, run_folder
+from mlpcli.runs import resume, run_folder
+from mlpcli.train import Run
 
 # Shuffling, dropout, Adam, a schedule with warmup and early stopping, all in play.
 TRAIN = {

@@ -1,0 +1,76 @@
+"""Where a run is, and what it has judged so far: the best epoch and early stopping.
+
+`Progress` is everything beside the arrays that an exact resume needs; it travels in a
+checkpoint's `meta.progress` as plain JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mlpcli.errors import CheckpointError
+
+
+@dataclass
+class Progress:
+    """Where a run is, and everything beside the arrays that an exact resume needs."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batch: int = 0  # batches done in the current epoch (non-zero only after a mid-epoch stop)
+    best: float | None = None  # best checkpoint.monitor value so far
+    best_epoch: int | None = None
+    stop_best: float | None = None  # early stopping's best value and epochs without gain
+    stop_wait: int = 0
+    stopped_early: bool = False
+    # running sums of the current epoch and logging interval (host floats)
+    epoch_loss: float = 0.0
+    epoch_hits: int = 0
+    epoch_seen: int = 0
+    log_loss: float = 0.0  # of the logging interval, saved when a run stops mid-interval
+    log_hits: int = 0
+    log_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, fields: Any) -> Progress:
+        """The position stored in a checkpoint's meta.progress."""
+        try:
+            if not isinstance(fields, dict):
+                raise TypeError("missing")
+            return cls(**fields)
+        except TypeError as e:
+            raise CheckpointError(f"meta.progress is missing or damaged ({e})") from None
+
+    def as_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def judge(self, metrics: dict[str, float], checkpoint: Any, early_stopping: Any) -> bool:
+        """Record an epoch's metrics: whether it is the best so far by checkpoint.monitor,
+        and whether early stopping (a config section, or None) now ends the run."""
+        self.metrics = metrics
+        value = monitored(metrics, checkpoint.monitor)
+        improved = self.best is None or better(value, self.best, checkpoint.mode, 0.0)
+        if improved:
+            self.best, self.best_epoch = value, self.epoch
+        es = early_stopping
+        if es is not None:
+            value = monitored(metrics, es.monitor)
+            if self.stop_best is None or better(value, self.stop_best, es.mode, es.min_delta):
+                self.stop_best, self.stop_wait = value, 0
+            else:
+                self.stop_wait += 1
+                self.stopped_early = self.stop_wait >= es.patience
+        return improved
+
+
+def monitored(metrics: dict[str, float], monitor: str) -> float:
+    """The monitored metric; val/ falls back to train/ when there is no validation data."""
+    if monitor in metrics:
+        return metrics[monitor]
+    return metrics[monitor.replace("val/", "train/")]
+
+
+def better(value: float, best: float, mode: str, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta

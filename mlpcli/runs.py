@@ -1,0 +1,150 @@
+"""Starting and resuming runs: from a config file, or from a checkpoint, to a finished `Run`
+in its run folder. The command line calls one function of this module per command.
+
+A run folder is made only once the config, the device and the data have all checked out,
+so a failed start leaves nothing behind. `resume` continues in the checkpoint's own folder
+and may change only what does not change the model or the meaning of a step (RESUMABLE).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlpcli import checkpoint as ckpt
+from mlpcli.backend import get_backend
+from mlpcli.config import Config, load_config, parse_override, to_yaml
+from mlpcli.data import prepare
+from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError
+from mlpcli.progress import Progress
+from mlpcli.train import Run, data_digest
+
+# Keys `resume --set` may change: none of them changes the model, its data or the meaning
+# of a step. Anything else (model, loss, data, seed, dtype, batch size...) is refused.
+RESUMABLE = (
+    "name",
+    "device",
+    "train.epochs",
+    "train.shuffle",
+    "train.clip_grad_norm",
+    "train.early_stopping",
+    "logging",
+    "checkpoint",
+    "optimizer",
+    "schedule",
+)
+
+
+def train(
+    config_path: str | Path,
+    reporter: Any,
+    *,
+    overrides: list[str] | None = None,
+    options: dict[str, tuple[str, Any]] | None = None,
+    name: str | None = None,
+) -> Progress:
+    """Train a new run of the config file, with `--set` overrides and option values."""
+    config = load_config(config_path, overrides, options)
+    backend = get_backend(config.device)
+    data = prepare(config, str(config_path))
+    run = Run(config, data, reporter, backend)
+    return run.fit(claim_folder(config, name, run.comm))
+
+
+def claim_folder(config: Config, name: str | None, comm: Any) -> Path:
+    """The new run's folder with its config.yaml, made by the first process alone (under
+    MPI); every process gets its path."""
+    run_dir = None
+    if comm.rank == 0:
+        run_dir = run_folder(config, name)
+        (run_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
+    return Path(comm.broadcast_text(str(run_dir) if run_dir else None))
+
+
+def run_folder(config: Config, name: str | None) -> Path:
+    """A new run folder under logging.logdir; an existing non-empty one is an error."""
+    logdir = Path(config.logging.logdir)
+    if name is not None:
+        path = logdir / name
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            what = "is not empty" if path.is_dir() else "is a file"
+            raise MlpcliError(
+                f"--name: run folder {path} already exists and {what}; "
+                "choose another name or resume from its checkpoint"
+            )
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = logdir / f"{config.name}-{stamp}"
+        n = 1
+        while path.exists():  # two runs started in the same second
+            n += 1
+            path = logdir / f"{config.name}-{stamp}-{n}"
+    try:
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MlpcliError(f"logging.logdir: cannot create run folder {path}: {e}") from None
+    return path
+
+
+def resume(
+    path: str | Path,
+    reporter: Any,
+    *,
+    epochs: int | None = None,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+) -> Progress:
+    """Continue the run of checkpoint `path` in its own run folder, exactly."""
+    state = ckpt.read(path)
+    run_dir = run_folder_of(state.path)
+    config = resume_config(state, overrides, epochs, device)
+    backend = get_backend(config.device)
+    data = prepare(config, f"{state.where} (meta.config)")
+    stored = state.meta.get("data_digest")
+    if stored not in (None, data_digest(data)):
+        raise DataError(
+            f"data: {data.source} is not the data this checkpoint was trained on "
+            f"({stored}, now {data_digest(data)}); exact resume needs the same data"
+        )
+    run = Run(config, data, reporter, backend, state=state)
+    run.progress.stopped_early = False  # asked to go on: early stopping judges anew
+    return run.fit(run_dir)
+
+
+def resume_config(
+    state: ckpt.Checkpoint, overrides: list[str] | None, epochs: int | None, device: str | None
+) -> Config:
+    """The checkpoint's config with the allowed overrides of `mlpcli resume` applied."""
+    for item in overrides or []:
+        key, _ = parse_override(item)
+        if key.startswith("optimizer.name") or not any(
+            key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE
+        ):
+            raise ConfigError(
+                f"--set {key}: cannot change when resuming (it changes the model, its data or "
+                "its optimizer state); start a new run with `mlpcli train` instead"
+            )
+    config = state.config(
+        overrides=overrides,
+        options={"train.epochs": ("--epochs", epochs), "device": ("--device", device)},
+    )
+    done = state.epoch
+    if config.train.epochs <= done:
+        flag = "--epochs" if epochs is not None else "train.epochs"
+        raise ConfigError(
+            f"{flag}: the checkpoint has {done} epochs done; give a larger total to go on "
+            f"(e.g. --epochs {done + config.train.epochs if epochs is None else done + 1})"
+        )
+    return config
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (the folder above `checkpoints/`)."""
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint.parent.name != "checkpoints":
+        raise CheckpointError(
+            f"{checkpoint}: not inside a run folder's checkpoints/ folder, so there is no run "
+            "to continue; copy it to RUN/checkpoints/ first"
+        )
+    return checkpoint.parent.parent
