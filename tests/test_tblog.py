@@ -77,11 +77,13 @@ def test_crc32c_matches_tensorboardx():
     lengths += rng.integers(0, 300, 200).tolist()
     starts = np.cumsum([0, *lengths[:-1]]) + 3  # unaligned
     buf = rng.integers(0, 256, sum(lengths) + 3, dtype=np.uint8)
-    got = tblog._crc32c(buf, starts, np.array(lengths))
+    got = tblog.crc32c.crc32c(buf, starts, np.array(lengths))
     raw = buf.tobytes()
     want = [crc32c(raw[a : a + n]) for a, n in zip(starts.tolist(), lengths, strict=True)]
     assert got.tolist() == want
-    assert tblog._crc32c(np.frombuffer(b"123456789", np.uint8), [0], [9]).tolist() == [0xE3069283]
+    assert tblog.crc32c.crc32c(np.frombuffer(b"123456789", np.uint8), [0], [9]).tolist() == [
+        0xE3069283
+    ]
 
 
 def test_steps_read_off_the_bytes_match_the_parser():
@@ -96,9 +98,9 @@ def test_steps_read_off_the_bytes_match_the_parser():
         Event(wall_time=1.0, file_version="brain.Event:2"),
     ]
     data = b"".join(_record(e) for e in events)
-    starts, ends = tblog._valid_records(data)
+    starts, ends = tblog.events._valid_records(data)
     assert len(starts) == len(events)
-    assert tblog._steps(data, starts, ends).tolist() == [e.step for e in events]
+    assert tblog.events._steps(data, starts, ends).tolist() == [e.step for e in events]
 
 
 def test_removes_steps_after_max_and_counts_them(tmp_path):
