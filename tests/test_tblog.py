@@ -1,4 +1,5 @@
-"""Event files after a resume: every reader shows each step once, the resumed value past it."""
+"""Event files after a resume: every reader shows each step once, the resumed value past it.
+And the graph: every registered activation and loss draws."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import scalar
 
 from mlpcli import tblog
-from mlpcli.tblog import TBLogger, truncate_events
+from mlpcli.activations import ACTIVATIONS
+from mlpcli.losses import LOSSES
+from mlpcli.tblog import TBLogger, graph_def, truncate_events
 
 RESUME = 20  # the checkpoint's step
 RUNS = ("plain", "same_second", "torn")
@@ -382,3 +385,28 @@ def test_tensorboard_server(logdir, load_fast, tmp_path):
             _check_scalars(run, tag, [p[1] for p in points], [p[2] for p in points])
         hist = {p[1]: max(bucket[1] for bucket in p[2]) for p in data[run, "weights"]}
         assert hist == EXPECTED_HISTOGRAM_MAX, f"{run} weights ({load_fast=})"
+
+
+# --- the graph: op names drawn from the registries' names ---------------------------------------
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_graph_draws_every_registered_activation_and_loss(activation, loss):
+    hidden = "relu" if activation == "softmax" else activation  # softmax: output layer only
+    g = graph_def([2, 4, 3], [hidden, activation], loss)
+    # input, 5 nodes a layer (W, b, MatMul, BiasAdd, activation), loss/labels, the loss op
+    assert len(g.node) == 13 and g.node[-1].name.startswith("loss/")
+    for op in (g.node[5].op, g.node[10].op, g.node[12].op):
+        assert op.isidentifier() and op[0].isupper(), op
+
+
+def test_a_name_added_to_a_registry_draws_as_its_camel_case(monkeypatch):
+    monkeypatch.setitem(ACTIVATIONS, "swish", ACTIVATIONS["linear"])
+    monkeypatch.setitem(ACTIVATIONS, "hard_swish", ACTIVATIONS["linear"])
+    monkeypatch.setitem(LOSSES, "huber", LOSSES["mse"])
+    g = graph_def([2, 4, 3], ["swish", "hard_swish"], "huber")
+    ops = {n.name: n.op for n in g.node}
+    assert ops["layer0/Swish"] == "Swish"
+    assert ops["layer1/HardSwish"] == "HardSwish"
+    assert ops["loss/Huber"] == "Huber"

@@ -1,27 +1,28 @@
 """The model as a graph for TensorBoard's Graphs tab: `graph_def` builds the MLP as a
-tensorboardX GraphDef, one node per op. Nothing here writes; `TBLogger.graph` does.
+tensorboardX GraphDef, one node per op, op names drawn from the activation and loss names.
+Nothing here writes; `TBLogger.graph` does.
 """
 
 from __future__ import annotations
 
-from mlpcli.activations import LEAKY_SLOPE
+from mlpcli.activations import ACTIVATIONS, LEAKY_SLOPE
+from mlpcli.losses import LOSSES
 from mlpcli.tblog.writer import _summary_writer_class
 
-# Op names shown in TensorBoard's Graphs tab (TensorFlow's where TensorFlow has one).
-ACTIVATION_OPS = {
+# Op names shown in TensorBoard's Graphs tab (TensorFlow's where TensorFlow has one). Every
+# other activation or loss draws as the CamelCase of its name (leaky_relu -> LeakyRelu), so a
+# name added to its registry needs an entry here only if TensorFlow calls the op otherwise.
+_OPS = {
     "linear": "Identity",
-    "relu": "Relu",
-    "leaky_relu": "LeakyRelu",
-    "sigmoid": "Sigmoid",
-    "tanh": "Tanh",
-    "gelu": "Gelu",
-    "softmax": "Softmax",
-}
-LOSS_OPS = {
     "cross_entropy": "SoftmaxCrossEntropy",
     "binary_cross_entropy": "SigmoidCrossEntropy",
     "mse": "MeanSquaredError",
 }
+
+
+def _op_name(name: str) -> str:
+    """The op drawn for an activation or loss: `_OPS[name]`, else its name in CamelCase."""
+    return _OPS.get(name) or "".join(word.capitalize() for word in name.split("_"))
 
 
 def graph_def(
@@ -50,11 +51,11 @@ def graph_def(
     dropouts = list(dropouts) if dropouts is not None else [0.0] * n_layers
     if len(dropouts) != n_layers:
         raise ValueError(f"graph_def: {n_layers} layers but {len(dropouts)} dropout rates")
-    unknown = [a for a in activations if a not in ACTIVATION_OPS]
-    if unknown or loss not in LOSS_OPS:
+    unknown = [a for a in activations if a not in ACTIVATIONS]
+    if unknown or loss not in LOSSES:
         raise ValueError(
             f"graph_def: unknown activation(s) {unknown} or loss {loss!r}; "
-            f"choose from {sorted(ACTIVATION_OPS)} and {sorted(LOSS_OPS)}"
+            f"choose from {sorted(ACTIVATIONS)} and {sorted(LOSSES)}"
         )
 
     _summary_writer_class()  # tensorboardX itself, imported without torch
@@ -88,7 +89,7 @@ def graph_def(
         b = add(scope + "b", "Variable", [], [fan_out])
         z = add(scope + "MatMul", "MatMul", [x, W], [-1, fan_out])
         logits = add(scope + "BiasAdd", "BiasAdd", [z, b], [-1, fan_out])
-        op = ACTIVATION_OPS[activation]
+        op = _op_name(activation)
         extra = {"alpha": LEAKY_SLOPE} if activation == "leaky_relu" else {}
         x = add(scope + op, op, [logits], [-1, fan_out], **extra)
         if dropouts[i] > 0:
@@ -101,5 +102,6 @@ def graph_def(
         labels = add("loss/labels", "Placeholder", [], [-1, 1 if loss != "mse" else n_out])
     nodes[-1].attr["shape"].shape.CopyFrom(nodes[-1].attr["_output_shapes"].list.shape[0])
     prediction = x if loss == "mse" else logits
-    add("loss/" + LOSS_OPS[loss], LOSS_OPS[loss], [prediction, labels], [])
+    op = _op_name(loss)
+    add("loss/" + op, op, [prediction, labels], [])
     return GraphDef(node=nodes, versions=VersionDef(producer=22))
