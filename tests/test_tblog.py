@@ -1,4 +1,5 @@
-"""Event files after a resume: every reader shows each step once, the resumed value past it."""
+"""Event files after a resume: every reader shows each step once, the resumed value past it.
+And the graph: every registered activation and loss draws."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import scalar
 
 from mlpcli import tblog
-from mlpcli.tblog import TBLogger, truncate_events
+from mlpcli.activations import ACTIVATIONS
+from mlpcli.losses import LOSSES
+from mlpcli.tblog import TBLogger, graph_def, truncate_events
 
 RESUME = 20  # the checkpoint's step
 RUNS = ("plain", "same_second", "torn")
@@ -77,11 +80,13 @@ def test_crc32c_matches_tensorboardx():
     lengths += rng.integers(0, 300, 200).tolist()
     starts = np.cumsum([0, *lengths[:-1]]) + 3  # unaligned
     buf = rng.integers(0, 256, sum(lengths) + 3, dtype=np.uint8)
-    got = tblog._crc32c(buf, starts, np.array(lengths))
+    got = tblog.crc32c.crc32c(buf, starts, np.array(lengths))
     raw = buf.tobytes()
     want = [crc32c(raw[a : a + n]) for a, n in zip(starts.tolist(), lengths, strict=True)]
     assert got.tolist() == want
-    assert tblog._crc32c(np.frombuffer(b"123456789", np.uint8), [0], [9]).tolist() == [0xE3069283]
+    assert tblog.crc32c.crc32c(np.frombuffer(b"123456789", np.uint8), [0], [9]).tolist() == [
+        0xE3069283
+    ]
 
 
 def test_steps_read_off_the_bytes_match_the_parser():
@@ -96,9 +101,9 @@ def test_steps_read_off_the_bytes_match_the_parser():
         Event(wall_time=1.0, file_version="brain.Event:2"),
     ]
     data = b"".join(_record(e) for e in events)
-    starts, ends = tblog._valid_records(data)
+    starts, ends = tblog.events._valid_records(data)
     assert len(starts) == len(events)
-    assert tblog._steps(data, starts, ends).tolist() == [e.step for e in events]
+    assert tblog.events._steps(data, starts, ends).tolist() == [e.step for e in events]
 
 
 def test_removes_steps_after_max_and_counts_them(tmp_path):
@@ -380,3 +385,28 @@ def test_tensorboard_server(logdir, load_fast, tmp_path):
             _check_scalars(run, tag, [p[1] for p in points], [p[2] for p in points])
         hist = {p[1]: max(bucket[1] for bucket in p[2]) for p in data[run, "weights"]}
         assert hist == EXPECTED_HISTOGRAM_MAX, f"{run} weights ({load_fast=})"
+
+
+# --- the graph: op names drawn from the registries' names ---------------------------------------
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_graph_draws_every_registered_activation_and_loss(activation, loss):
+    hidden = "relu" if activation == "softmax" else activation  # softmax: output layer only
+    g = graph_def([2, 4, 3], [hidden, activation], loss)
+    # input, 5 nodes a layer (W, b, MatMul, BiasAdd, activation), loss/labels, the loss op
+    assert len(g.node) == 13 and g.node[-1].name.startswith("loss/")
+    for op in (g.node[5].op, g.node[10].op, g.node[12].op):
+        assert op.isidentifier() and op[0].isupper(), op
+
+
+def test_a_name_added_to_a_registry_draws_as_its_camel_case(monkeypatch):
+    monkeypatch.setitem(ACTIVATIONS, "swish", ACTIVATIONS["linear"])
+    monkeypatch.setitem(ACTIVATIONS, "hard_swish", ACTIVATIONS["linear"])
+    monkeypatch.setitem(LOSSES, "huber", LOSSES["mse"])
+    g = graph_def([2, 4, 3], ["swish", "hard_swish"], "huber")
+    ops = {n.name: n.op for n in g.node}
+    assert ops["layer0/Swish"] == "Swish"
+    assert ops["layer1/HardSwish"] == "HardSwish"
+    assert ops["loss/Huber"] == "Huber"
