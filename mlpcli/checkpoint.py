@@ -110,6 +110,21 @@ def write(paths: list[Path], state: Checkpoint) -> None:
     save_many(paths, pack(state), state.meta)
 
 
+def in_run_folder(path: str | Path, resume: bool = False) -> Path:
+    """`path` itself, or for a run folder its checkpoint: `last.npz` to resume from, else
+    `best.npz` (`last.npz` when the run kept no best)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    names = ("last.npz",) if resume else ("best.npz", "last.npz")
+    for name in names:
+        if (path / "checkpoints" / name).is_file():
+            return path / "checkpoints" / name
+    raise CheckpointError(
+        f"{path}: is a directory, not a checkpoint; a run folder holds checkpoints/last.npz"
+    )
+
+
 def read(path: str | Path) -> Checkpoint:
     """A checkpoint file by meaning. Any fault is a CheckpointError naming the file."""
     path = Path(path)

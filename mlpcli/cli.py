@@ -36,6 +36,25 @@ def _err(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from mlpcli import __version__
+
+        print(f"mlpcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train multilayer perceptrons from YAML configs, with TensorBoard logs and exactly
+    resumable .npz checkpoints."""
+
+
 @app.command()
 def train(
     config: ConfigArg,
@@ -64,7 +83,13 @@ def train(
     runs.train(config, reporter_for(quiet), overrides=set_, options=options, name=name)
 
 
-CheckpointArg = Annotated[Path, typer.Argument(help="A checkpoint (.npz).", show_default=False)]
+CheckpointArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A checkpoint (.npz), or a run folder: its best.npz (resume: its last.npz).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()

@@ -55,8 +55,8 @@ class Loaded:
 
 
 def load(path: str | Path, device: str = "cpu") -> Loaded:
-    """Read a checkpoint and rebuild its model on `device`."""
-    state = ckpt.read(path)
+    """Read a checkpoint (or a run folder's best) and rebuild its model on `device`."""
+    state = ckpt.read(ckpt.in_run_folder(path))
     config = state.config()
     n_features = state.n_features
     backend = get_backend(device)

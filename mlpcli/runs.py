@@ -95,8 +95,9 @@ def resume(
     overrides: list[str] | None = None,
     device: str | None = None,
 ) -> Progress:
-    """Continue the run of checkpoint `path` in its own run folder, exactly."""
-    state = ckpt.read(path)
+    """Continue the run of checkpoint `path` (or of run folder `path`) in its own run
+    folder, exactly."""
+    state = ckpt.read(ckpt.in_run_folder(path, resume=True))
     run_dir = run_folder_of(state.path)
     config = resume_config(state, overrides, epochs, device)
     backend = get_backend(config.device)

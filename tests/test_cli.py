@@ -104,3 +104,37 @@ def test_mnist_config_trains_on_mnist_shaped_idx_files(tmp_path, capsys, monkeyp
     arrays, meta = load_last(only_run(tmp_path / "logs"))
     assert arrays["params/0/W"].shape == (784, 512)
     assert meta["metrics"]["val/accuracy"] > 0.9
+
+
+def test_version_prints_the_package_version(capsys):
+    from mlpcli import __version__
+
+    code, out, err = cli(capsys, "--version")
+    assert (code, out, err) == (0, f"mlpcli {__version__}\n", "")
+
+
+def test_a_run_folder_stands_for_its_checkpoints(tmp_path, capsys):
+    """SPEC: eval, predict and inspect take a RUN_DIR's best.npz (last.npz without one);
+    resume takes its last.npz."""
+    logs = tmp_path / "logs"
+    config = CONFIGS / "xor.yaml"
+    args = ("--logdir", logs, "--name", "r", "-q", "--epochs", "2")
+    assert cli(capsys, "train", config, *args)[0] == 0
+    run = logs / "r"
+    best = json.loads(cli(capsys, "inspect", run / "checkpoints" / "best.npz", "--json")[1])
+    via_folder = json.loads(cli(capsys, "inspect", run, "--json")[1])
+    assert via_folder["path"] == str(run / "checkpoints" / "best.npz")
+    assert via_folder["epoch"] == best["epoch"]
+    assert cli(capsys, "eval", run, "--json")[0] == 0
+    (run / "checkpoints" / "best.npz").unlink()  # no best kept: the folder means last.npz
+    last = json.loads(cli(capsys, "inspect", run, "--json")[1])
+    assert last["path"] == str(run / "checkpoints" / "last.npz")
+    code, _, err = cli(capsys, "resume", run, "--epochs", "3", "-q")
+    assert code == 0, err
+    assert load_last(run)[1]["epoch"] == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli(capsys, "eval", empty)
+    assert (
+        code == 2 and err.startswith(f"error: {empty}: is a directory") and "Traceback" not in err
+    )
