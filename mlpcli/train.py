@@ -23,7 +23,7 @@ import numpy as np
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict, to_yaml
-from mlpcli.data import Dataset, prepare
+from mlpcli.data import Dataset, data_digest, prepare
 from mlpcli.distributed import world
 from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError, RunError
 from mlpcli.losses import as_targets, correct
@@ -508,15 +508,6 @@ class Run:
             f"training diverged: the loss became {value} (seen at step {p.step}, epoch {epoch})"
             f"{kept}; try a lower optimizer.lr or train.clip_grad_norm"
         )
-
-
-def data_digest(data: Dataset) -> str:
-    """A checksum of the training arrays: resuming on other data would not be exact."""
-    crc = 0
-    for a in (data.x_train, data.y_train, data.x_val, data.y_val):
-        if a is not None:
-            crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1), crc)
-    return f"crc32:{crc:08x}"
 
 
 def _progress(meta: dict) -> Progress:

@@ -9,7 +9,7 @@ file with its line and column, or the array key at fault.
 Modules, each importing only those listed above it:
 
 - `_common`: helpers they share (messages, row blocks, casts, reading a file's bytes)
-- `dataset`: `Dataset` and the records readers exchange
+- `dataset`: `Dataset`, `data_digest` (its checksum) and the records readers exchange
 - `builtin`: the built-in (generated) datasets
 - `idx`, `sniff`: IDX files; recognising a file's format
 - `csv`, `arrays`: the readers of CSV files and of .npy / .npz files (memory maps)
@@ -18,7 +18,7 @@ Modules, each importing only those listed above it:
 """
 
 from mlpcli.data.builtin import DATASETS, TRIANGLE, describe_datasets
-from mlpcli.data.dataset import Dataset
+from mlpcli.data.dataset import Dataset, data_digest
 from mlpcli.data.load import load_dataset, load_features, load_labeled, prepare
 from mlpcli.data.preprocess import apply_standardization
 
@@ -27,6 +27,7 @@ __all__ = [
     "TRIANGLE",
     "Dataset",
     "apply_standardization",
+    "data_digest",
     "describe_datasets",
     "load_dataset",
     "load_features",

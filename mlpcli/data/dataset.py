@@ -1,10 +1,11 @@
-"""The records of the data package: `Dataset`, the host arrays the trainer receives;
-`_Request`, what every reader is asked for, and `_Raw`, one source as a reader returns it,
-before split and scaling.
+"""The records of the data package: `Dataset`, the host arrays the trainer receives, and
+`data_digest`, its checksum for exact resume; `_Request`, what every reader is asked for,
+and `_Raw`, one source as a reader returns it, before split and scaling.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,15 @@ class Dataset:
         if self.task == "classification":
             return len(self.classes) if self.classes is not None else 0
         return int(self.y_train.shape[1])
+
+
+def data_digest(data: Dataset) -> str:
+    """A checksum of the training arrays: resuming on other data would not be exact."""
+    crc = 0
+    for a in (data.x_train, data.y_train, data.x_val, data.y_val):
+        if a is not None:
+            crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1), crc)
+    return f"crc32:{crc:08x}"
 
 
 @dataclass(frozen=True)
