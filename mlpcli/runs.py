@@ -15,10 +15,10 @@ from typing import Any
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import get_backend
 from mlpcli.config import Config, load_config, parse_override, to_yaml
-from mlpcli.data import prepare
+from mlpcli.data import data_digest, prepare
 from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError
 from mlpcli.progress import Progress
-from mlpcli.train import Run, data_digest
+from mlpcli.train import Run
 
 # Keys `resume --set` may change: none of them changes the model, its data or the meaning
 # of a step. Anything else (model, loss, data, seed, dtype, batch size...) is refused.

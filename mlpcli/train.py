@@ -22,7 +22,7 @@ from mlpcli import board
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
-from mlpcli.data import Dataset
+from mlpcli.data import Dataset, data_digest
 from mlpcli.distributed import world
 from mlpcli.errors import SIGNAL_EXIT, Interrupted, RunError
 from mlpcli.losses import as_targets, correct
@@ -367,15 +367,6 @@ class Run:
             f"training diverged: the loss became {value} (seen at step {p.step}, epoch {epoch})"
             f"{kept}; try a lower optimizer.lr or train.clip_grad_norm"
         )
-
-
-def data_digest(data: Dataset) -> str:
-    """A checksum of the training arrays: resuming on other data would not be exact."""
-    crc = 0
-    for a in (data.x_train, data.y_train, data.x_val, data.y_val):
-        if a is not None:
-            crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1), crc)
-    return f"crc32:{crc:08x}"
 
 
 def _fingerprint(run: Run) -> int:

@@ -8,11 +8,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mlpcli import data as data_module
 from mlpcli.data import (
     DATASETS,
     TRIANGLE,
+    _common,
     apply_standardization,
+    arrays,
     describe_datasets,
     load_dataset,
     load_features,
@@ -268,7 +269,7 @@ def test_split_is_seeded():
 def test_block_by_block_processing_gives_the_same_arrays(monkeypatch):
     kwargs = dict(source="synthetic", options={"n_samples": 500}, val_split=0.3, standardize=True)
     whole = load(dtype="float32", **kwargs)
-    monkeypatch.setattr(data_module, "_CHUNK_BYTES", 200)  # blocks of 2 rows
+    monkeypatch.setattr(_common, "_CHUNK_BYTES", 200)  # blocks of 2 rows
     blocks = load(dtype="float32", **kwargs)
     assert np.array_equal(whole.x_train, blocks.x_train) and np.array_equal(
         whole.x_val, blocks.x_val
@@ -494,7 +495,7 @@ def test_memory_map_block_by_block_gives_the_same_statistics(tmp_path, monkeypat
     source, target = npy_pair(tmp_path, x, y)
     kwargs = dict(dtype="float32", source=source, target=target, val_split=0.3, standardize=True)
     whole = load(**kwargs)
-    monkeypatch.setattr(data_module, "_CHUNK_BYTES", 80)  # blocks of 2 rows
+    monkeypatch.setattr(_common, "_CHUNK_BYTES", 80)  # blocks of 2 rows
     blocks = load(**kwargs)
     assert np.array_equal(whole.train_rows, blocks.train_rows)
     assert np.array_equal(whole.x_val, blocks.x_val)
@@ -521,7 +522,7 @@ def test_memory_map_without_a_split_and_of_one_dimensional_features(tmp_path):
 def test_memory_map_reads_the_file_block_by_block(tmp_path, monkeypatch):
     x, y = numbered_rows(n=10000, shape=(400,))  # 16 MB of float32
     source, target = npy_pair(tmp_path, x, y)
-    monkeypatch.setattr(data_module, "_CHUNK_BYTES", 1 << 18)
+    monkeypatch.setattr(_common, "_CHUNK_BYTES", 1 << 18)
     tracemalloc.start()
     try:
         d = load(dtype="float32", source=source, target=target, val_split=0.05, standardize=True)
@@ -577,8 +578,8 @@ def test_non_finite_value_in_a_memory_map_is_named(tmp_path, monkeypatch):
     x, y = numbered_rows(n=100, shape=(8,))
     x[37, 4] = np.nan
     source, target = npy_pair(tmp_path, x, y)
-    assert data_module._mappable(source, np.dtype(np.float32))
-    monkeypatch.setattr(data_module, "_CHUNK_BYTES", 96)  # blocks of 3 rows
+    assert arrays._mappable(source, np.dtype(np.float32))
+    monkeypatch.setattr(_common, "_CHUNK_BYTES", 96)  # blocks of 3 rows
     message = error_of(load, dtype="float32", source=source, target=target)
     assert message.startswith(source) and "sample 37, feature 4 is nan" in message
     x[37, 4], x[99, 7] = 1.0, -np.inf

@@ -1,0 +1,36 @@
+"""Host NumPy arrays ready for training: built-in datasets, data files, split and statistics.
+
+Everything here runs on the host. Features stay raw: `load_dataset` only fits their mean and
+std on the training rows, and the trainer standardizes each batch it gathers, so a `.npy`
+file larger than memory can stay on disk as a read-only memory map. Every fault in what the
+user gave us (config keys, data files) is a `DataError` whose message names the key, or the
+file with its line and column, or the array key at fault.
+
+Modules, each importing only those listed above it:
+
+- `_common`: helpers they share (messages, row blocks, casts, reading a file's bytes)
+- `dataset`: `Dataset`, `data_digest` (its checksum) and the records readers exchange
+- `builtin`: the built-in (generated) datasets
+- `idx`, `sniff`: IDX files; recognising a file's format
+- `csv`, `arrays`: the readers of CSV files and of .npy / .npz files (memory maps)
+- `preprocess`: standardization
+- `load`: the entry points, the validation split, and `_reader`, the one dispatcher
+"""
+
+from mlpcli.data.builtin import DATASETS, TRIANGLE, describe_datasets
+from mlpcli.data.dataset import Dataset, data_digest
+from mlpcli.data.load import load_dataset, load_features, load_labeled, prepare
+from mlpcli.data.preprocess import apply_standardization
+
+__all__ = [
+    "DATASETS",
+    "TRIANGLE",
+    "Dataset",
+    "apply_standardization",
+    "data_digest",
+    "describe_datasets",
+    "load_dataset",
+    "load_features",
+    "load_labeled",
+    "prepare",
+]
