@@ -256,6 +256,11 @@ def load_params(path: str | Path) -> dict[str, np.ndarray]:
     return params
 
 
+def param_key(name: str) -> str:
+    """The checkpoint key of parameter `name` ("0/W" -> "params/0/W")."""
+    return f"{PARAMS}/{name}"
+
+
 def check_params(params: dict[str, Any], shapes: dict[str, tuple], where: str) -> None:
     """Raise CheckpointError naming each missing key and each shape mismatch."""
     problems = []

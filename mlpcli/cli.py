@@ -247,11 +247,11 @@ def gradcheck(
     for r in results:
         mark = "ok" if r.passed(tol) else "FAIL"
         print(
-            f"{'params/' + r.name:<12}{str(r.shape):>14}{r.checked:>9}{r.max_abs:>14.3e}"
+            f"{r.name:<12}{str(r.shape):>14}{r.checked:>9}{r.max_abs:>14.3e}"
             f"{r.rel:>11.2e}{str(r.worst):>12}  {mark}"
         )
     if failed:
-        names = ", ".join("params/" + r.name for r in failed)
+        names = ", ".join(r.name for r in failed)
         print(
             f"error: backprop disagrees with finite differences for {names} "
             f"(relative error above {tol:g})",

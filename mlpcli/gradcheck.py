@@ -7,11 +7,12 @@ correct backprop to about 1e-9 relative, so a relative error above ~1e-6 means a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from mlpcli.checkpoint import load_params, param_key
 from mlpcli.model import MLP
 
 TOLERANCE = 1e-6
@@ -83,7 +84,6 @@ def check_config(
 
     The model starts from the config's initialization (or `model.init_from`); dropout is off.
     """
-    from mlpcli.checkpoint import load_params
     from mlpcli.data import apply_standardization
     from mlpcli.losses import as_targets
 
@@ -103,4 +103,5 @@ def check_config(
         init_params=init,
         where=f"model.init_from: {config.model.init_from}",
     )
-    return check_gradients(model, x, y, eps=eps, max_entries=max_entries)
+    results = check_gradients(model, x, y, eps=eps, max_entries=max_entries)
+    return [replace(r, name=param_key(r.name)) for r in results]  # named as in a checkpoint

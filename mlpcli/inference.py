@@ -11,7 +11,7 @@ import numpy as np
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config
-from mlpcli.data import load_features, load_labeled
+from mlpcli.data import load_features, load_labeled, preprocess
 from mlpcli.errors import MlpcliError
 from mlpcli.losses import as_targets
 from mlpcli.model import MLP, standardize
@@ -67,10 +67,7 @@ def load(path: str | Path, device: str = "cpu") -> Loaded:
 def _scale(loaded: Loaded) -> tuple | None:
     """The stored feature standardization as (mean, 1 / std) device arrays, or None."""
     mean, std = loaded.data("x_mean"), loaded.data("x_std")
-    if mean is None:
-        return None
-    dtype = loaded.config.dtype
-    return loaded.backend.asarray(mean, dtype), loaded.backend.asarray(1.0 / std, dtype)
+    return preprocess.device_scale(loaded.backend, mean, std, loaded.config.dtype)
 
 
 def forward(loaded: Loaded, x: np.ndarray) -> np.ndarray:
@@ -89,10 +86,7 @@ def forward(loaded: Loaded, x: np.ndarray) -> np.ndarray:
 
 def _scale_y(loaded: Loaded, y: np.ndarray, inverse: bool) -> np.ndarray:
     """Regression targets to (or, inverse, from) the model's standardized scale."""
-    mean, std = loaded.data("y_mean"), loaded.data("y_std")
-    if mean is None:
-        return y
-    return y * std + mean if inverse else (y - mean) / std
+    return preprocess.scale_targets(y, loaded.data("y_mean"), loaded.data("y_std"), inverse)
 
 
 def evaluate(loaded: Loaded, source: str | None = None, target: str | None = None) -> dict:

@@ -22,7 +22,7 @@ from mlpcli import board
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
-from mlpcli.data import Dataset, data_digest
+from mlpcli.data import Dataset, data_digest, preprocess
 from mlpcli.distributed import world
 from mlpcli.errors import SIGNAL_EXIT, Interrupted, RunError
 from mlpcli.losses import as_targets, correct
@@ -84,12 +84,8 @@ class Run:
         if data.x_val is not None:
             self.x_val = self.backend.asarray(data.x_val)
             self.y_val = self.backend.asarray(as_targets(config.loss, data.y_val, config.dtype))
-        self.scale = None  # (mean, 1 / std) on the device
-        if data.x_mean is not None:
-            self.scale = (
-                self.backend.asarray(data.x_mean, dtype=config.dtype),
-                self.backend.asarray(1.0 / data.x_std, dtype=config.dtype),
-            )
+        # (mean, 1 / std) on the device, or None
+        self.scale = preprocess.device_scale(self.backend, data.x_mean, data.x_std, config.dtype)
         self.n_train = data.n_train
         bs = min(config.train.batch_size, self.n_train)
         self.batch_size = bs
@@ -319,7 +315,6 @@ class Run:
     def state(self) -> ckpt.Checkpoint:
         """The whole training state as host arrays and JSON meta."""
         d, p = self.data, self.progress
-        stats = {"x_mean": d.x_mean, "x_std": d.x_std, "y_mean": d.y_mean, "y_std": d.y_std}
         meta = {
             "epoch": p.epoch,
             "step": p.step,
@@ -333,7 +328,7 @@ class Run:
         return ckpt.Checkpoint(
             params={k: to_host(v) for k, v in self.model.params().items()},
             optim=self.optimizer.state_dict(),
-            stats={**stats, "classes": d.classes},
+            stats={**preprocess.statistics(d), "classes": d.classes},
             meta=meta,
         )
 

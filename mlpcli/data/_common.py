@@ -5,7 +5,6 @@ file's bytes (gunzipped or not) with the DataError its faults deserve.
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import zlib
 from collections.abc import Iterator, Sequence
@@ -13,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from mlpcli.errors import DataError
+from mlpcli.errors import DataError, closest
 
 _CHUNK_BYTES = 1 << 24  # row blocks of ~16 MB keep temporaries small on large arrays
 
 
 def _close(name: str, choices: Sequence[str]) -> str:
     """'; did you mean 'x'?' when a choice is close to `name`, else ''."""
-    match = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    match = closest(name, choices)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def _listing(items: Sequence[Any], limit: int = 20) -> str:

@@ -1,11 +1,14 @@
 """Preprocessing of features and targets: standardization, fitted on the training split
 only (block by block, so a memory map larger than memory works) and applied in place or on
-a copy. The home of further feature transforms (imputation, one-hot encoding).
+a copy; the statistics a checkpoint keeps, and their device form. The home of further
+feature transforms (imputation, one-hot encoding). On the device, each batch is scaled by
+`model.standardize`, the first operation of the forward pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -55,3 +58,28 @@ def apply_standardization(x: np.ndarray, mean: np.ndarray | None, std: np.ndarra
     out = np.array(x, dtype=dtype, order="C", copy=True)  # (n, d)
     _standardize_inplace(out, np.asarray(mean, dtype=np.float64), np.asarray(std, np.float64))
     return out
+
+
+# The statistics a run keeps in its checkpoint and applies again in eval and predict.
+STATISTICS = ("x_mean", "x_std", "y_mean", "y_std")
+
+
+def statistics(data: Any) -> dict[str, np.ndarray | None]:
+    """A dataset's fitted statistics by name (None where not fitted)."""
+    return {name: getattr(data, name) for name in STATISTICS}
+
+
+def device_scale(backend: Any, mean: Any, std: Any, dtype: str) -> tuple | None:
+    """(mean, 1 / std) as device arrays of `dtype`, the form `model.standardize` takes for
+    standardizing each batch on the device; None without statistics."""
+    if mean is None:
+        return None
+    return backend.asarray(mean, dtype=dtype), backend.asarray(1.0 / std, dtype=dtype)
+
+
+def scale_targets(y: np.ndarray, mean: Any, std: Any, inverse: bool = False) -> np.ndarray:
+    """Regression targets to the model's standardized scale, or (inverse) back to their
+    original units; unchanged without statistics."""
+    if mean is None:
+        return y
+    return y * std + mean if inverse else (y - mean) / std
