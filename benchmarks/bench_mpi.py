@@ -69,7 +69,7 @@ def worker(batch: int, epochs: int) -> None:
         run.comm.allreduce = timed_allreduce
         # rank 0 alone writes a run folder, as `mlpcli train` does
         results = []
-        with run.session(claim_folder(config, None, comm)):
+        with claim_folder(config, None, comm) as folder, run.session(folder):
             for epoch in range(epochs + 1):
                 spent.update(grads=0.0, small=0.0, calls=0)
                 t = time.perf_counter()

@@ -146,25 +146,23 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the CSV here, not to stdout.")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     proba: Annotated[bool, typer.Option(help="Add a probability column per class.")] = False,
 ) -> None:
     """Predictions for a CSV / NPY file, in the original labels and units."""
     import io
 
-    from mlpcli import inference
+    from mlpcli import inference, paths
 
+    if output is not None:  # checked before any work, so a refusal costs nothing
+        output = paths.output_file(output, flag="--output", inputs=[checkpoint, input], force=force)
     names, columns = inference.predict(inference.load(checkpoint), str(input), proba)
     if output is None:
         inference.write_csv(names, columns, sys.stdout)
         return
     buffer = io.StringIO()  # everything is computed before the output file is touched
     inference.write_csv(names, columns, buffer)
-    try:
-        output.write_text(buffer.getvalue(), encoding="utf-8")
-    except OSError as e:
-        from mlpcli.errors import MlpcliError
-
-        raise MlpcliError(f"--output: cannot write {output}: {e.strerror}") from None
+    paths.write_text(output, buffer.getvalue(), "--output")
     print(f"wrote {len(columns[0])} predictions to {output}")
 
 
@@ -279,11 +277,9 @@ def init(
     if output is None:
         print(text, end="")
         return
-    if output.exists() and not force:
-        from mlpcli.errors import MlpcliError
+    from mlpcli import paths
 
-        raise MlpcliError(f"--output: {output} already exists (use --force to overwrite it)")
-    output.write_text(text, encoding="utf-8")
+    paths.write_text(paths.output_file(output, flag="--output", force=force), text, "--output")
     print(f"wrote {output}; train it with: mlpcli train {output}")
 
 

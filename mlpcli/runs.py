@@ -8,15 +8,20 @@ and may change only what does not change the model or the meaning of a step (RES
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mlpcli import checkpoint as ckpt
+from mlpcli import paths
 from mlpcli.backend import get_backend
 from mlpcli.config import Config, load_config, parse_override, to_yaml
 from mlpcli.data import data_digest, prepare
 from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError
+from mlpcli.paths import RunLock, check_run_name
 from mlpcli.progress import Progress
 from mlpcli.train import Run
 
@@ -45,28 +50,36 @@ def train(
     name: str | None = None,
 ) -> Progress:
     """Train a new run of the config file, with `--set` overrides and option values."""
+    if name is not None:
+        check_run_name(name, "--name")
     config = load_config(config_path, overrides, options)
     backend = get_backend(config.device)
     data = prepare(config, str(config_path))
     run = Run(config, data, reporter, backend)
-    return run.fit(claim_folder(config, name, run.comm))
+    with claim_folder(config, name, run.comm) as run_dir:
+        return run.fit(run_dir)
 
 
-def claim_folder(config: Config, name: str | None, comm: Any) -> Path:
-    """The new run's folder with its config.yaml, made by the first process alone (under
-    MPI); every process gets its path."""
-    run_dir = None
-    if comm.rank == 0:
-        run_dir = run_folder(config, name)
-        (run_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
-    return Path(comm.broadcast_text(str(run_dir) if run_dir else None))
+@contextmanager
+def claim_folder(config: Config, name: str | None, comm: Any) -> Iterator[Path]:
+    """The new run's folder, locked, with its config.yaml; made by the first process alone
+    (under MPI), and its path handed to every process."""
+    with ExitStack() as stack:
+        run_dir = None
+        if comm.rank == 0:
+            run_dir = run_folder(config, name)
+            stack.enter_context(RunLock(run_dir))
+            if _holds_a_run(run_dir):  # another process claimed it since run_folder looked
+                raise MlpcliError(f"--name: run folder {run_dir} was taken by another run")
+            paths.write_text(run_dir / "config.yaml", to_yaml(config), "logging.logdir")
+        yield Path(comm.broadcast_text(str(run_dir) if run_dir else None))
 
 
 def run_folder(config: Config, name: str | None) -> Path:
     """A new run folder under logging.logdir; an existing non-empty one is an error."""
     logdir = Path(config.logging.logdir)
     if name is not None:
-        path = logdir / name
+        path = logdir / check_run_name(name, "--name")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             what = "is not empty" if path.is_dir() else "is a file"
             raise MlpcliError(
@@ -75,16 +88,23 @@ def run_folder(config: Config, name: str | None) -> Path:
             )
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = logdir / f"{config.name}-{stamp}"
+        prefix = check_run_name(config.name, "name")
+        path = logdir / f"{prefix}-{stamp}"
         n = 1
         while path.exists():  # two runs started in the same second
             n += 1
-            path = logdir / f"{config.name}-{stamp}-{n}"
+            path = logdir / f"{prefix}-{stamp}-{n}"
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MlpcliError(f"logging.logdir: cannot create run folder {path}: {e}") from None
     return path
+
+
+def _holds_a_run(folder: Path) -> bool:
+    return any(p.name != "checkpoints" for p in folder.iterdir()) or any(
+        (folder / "checkpoints").iterdir()
+    )
 
 
 def resume(
@@ -98,6 +118,11 @@ def resume(
     """Continue the run of checkpoint `path` (or of run folder `path`) in its own run
     folder, exactly."""
     state = ckpt.read(ckpt.in_run_folder(path, resume=True))
+    if state.path.is_symlink():
+        raise CheckpointError(
+            f"{state.path}: is a symbolic link; resume continues a run from its own "
+            "checkpoint, never through a link into another run"
+        )
     run_dir = run_folder_of(state.path)
     config = resume_config(state, overrides, epochs, device)
     backend = get_backend(config.device)
@@ -110,7 +135,8 @@ def resume(
         )
     run = Run(config, data, reporter, backend, state=state)
     run.progress.stopped_early = False  # asked to go on: early stopping judges anew
-    return run.fit(run_dir)
+    with RunLock(run_dir) if run.comm.rank == 0 else nullcontext():
+        return run.fit(run_dir)
 
 
 def resume_config(
@@ -141,8 +167,9 @@ def resume_config(
 
 
 def run_folder_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to (the folder above `checkpoints/`)."""
-    checkpoint = Path(checkpoint).resolve()
+    """The run folder a checkpoint belongs to (the folder above `checkpoints/`), found
+    without following links."""
+    checkpoint = Path(os.path.abspath(checkpoint))
     if checkpoint.parent.name != "checkpoints":
         raise CheckpointError(
             f"{checkpoint}: not inside a run folder's checkpoints/ folder, so there is no run "

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlpcli.activations import ACTIVATIONS
 from mlpcli.initializers import INITS
 from mlpcli.losses import LOSSES
 from mlpcli.optim_options import OPTIMIZER_OPTIONS as _TORCH
+from mlpcli.paths import run_name_problem
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 INIT_NAMES = tuple(INITS)
@@ -189,7 +190,7 @@ class Checkpoint(Section):
 
 
 class Config(Section):
-    name: str | None = None  # resolved: the config file's stem
+    name: str | None = None  # resolved: the config file's stem; one plain folder name
     seed: Annotated[int, Field(ge=0)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
@@ -201,6 +202,14 @@ class Config(Section):
     train: Train = Train()
     logging: Logging = Logging()
     checkpoint: Checkpoint = Checkpoint()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        problem = run_name_problem(name) if name is not None else None
+        if problem:
+            raise ValueError(problem)
+        return name
 
     @property
     def task(self) -> str:
