@@ -126,13 +126,95 @@ def in_run_folder(path: str | Path, resume: bool = False) -> Path:
 
 
 def read(path: str | Path) -> Checkpoint:
-    """A checkpoint file by meaning. Any fault is a CheckpointError naming the file."""
+    """A checkpoint file by meaning, its meta and arrays checked as untrusted input: every
+    fault is a CheckpointError naming the file."""
     path = Path(path)
     arrays, meta = load(path)
     fields = {"params": PARAMS, "optim": OPTIM, "stats": STATS}
     extra = {k: v for k, v in arrays.items() if k.split("/", 1)[0] not in fields.values()}
     sections = {name: section(arrays, prefix) for name, prefix in fields.items()}
-    return Checkpoint(**sections, meta=meta, extra=extra, path=path)
+    state = Checkpoint(**sections, meta=meta, extra=extra, path=path)
+    _check_meta(meta, str(path))
+    for prefix, arrays in ((PARAMS, state.params), (OPTIM, state.optim)):
+        for name, a in arrays.items():
+            check_finite(a, f"{path}: {prefix}/{name}")
+    for name, a in state.stats.items():
+        if name != "classes":
+            check_finite(a, f"{path}: {STATS}/{name}")
+    return state
+
+
+# meta fields: name -> (the types it may hold, whether a checkpoint must have it)
+_META = {
+    "epoch": (int, True),
+    "step": (int, True),
+    "config": (dict, True),
+    "metrics": (dict, False),
+    "progress": (dict, False),
+    "feature_names": (list, False),
+    "data_digest": (str, False),
+    "task": (str, False),
+}
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    """Types and ranges of the meta fields mlpcli reads."""
+    for key, (kind, required) in _META.items():
+        value = meta.get(key)
+        if value is None:
+            if required:
+                raise CheckpointError(f"{where}: meta.{key} is missing")
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(
+                f"{where}: meta.{key} must be {kind.__name__}, got {type(value).__name__}"
+            )
+    for key in ("epoch", "step"):
+        if not 0 <= meta[key] < 2**63:
+            raise CheckpointError(f"{where}: meta.{key} is {meta[key]}, out of range")
+    for name, value in (meta.get("metrics") or {}).items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise CheckpointError(f"{where}: meta.metrics.{name} is not a number")
+    if not all(isinstance(n, str) for n in meta.get("feature_names") or []):
+        raise CheckpointError(f"{where}: meta.feature_names must be a list of names")
+
+
+def check_finite(a: np.ndarray, what: str) -> None:
+    """A CheckpointError unless `a` is numeric and every value finite."""
+    if a.dtype.kind not in "iuf":
+        raise CheckpointError(f"{what} is not numeric (dtype {a.dtype})")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise CheckpointError(f"{what} holds NaN or infinite values")
+
+
+def check_against(state: Checkpoint, config: Config) -> None:
+    """The stored statistics, class labels and feature names fit the model of `config`."""
+    n_features, n_out = state.n_features, config.model.layers[-1].units
+    want = {"x_mean": n_features, "x_std": n_features}
+    if config.task == "regression":
+        want.update(y_mean=n_out, y_std=n_out)
+    else:
+        want["classes"] = 2 if config.loss == "binary_cross_entropy" else n_out
+    for name, a in state.stats.items():
+        if name not in want:
+            raise CheckpointError(
+                f"{state.where}: {STATS}/{name} does not belong to a {config.task} model"
+            )
+        if a.shape != (want[name],):
+            need = (want[name],)
+            raise CheckpointError(
+                f"{state.where}: {STATS}/{name} has shape {a.shape}, the model needs {need}"
+            )
+    if config.task == "classification" and "classes" not in state.stats:
+        raise CheckpointError(f"{state.where}: {STATS}/classes is missing")
+    std = [state.stats[k] for k in ("x_std", "y_std") if k in state.stats]
+    if any((s <= 0).any() for s in std):
+        raise CheckpointError(f"{state.where}: a stored standard deviation is not positive")
+    names = state.feature_names
+    if names and len(names) != n_features:
+        raise CheckpointError(
+            f"{state.where}: meta.feature_names has {len(names)} names for {n_features} features"
+        )
 
 
 def save_many(paths: list[str | Path], arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -251,8 +333,7 @@ def load_params(path: str | Path) -> dict[str, np.ndarray]:
     arrays = _read_npz(path, f"model.init_from: {path}", prefix=PARAMS + "/")
     params = section(arrays, PARAMS)
     for name, a in params.items():
-        if a.dtype.kind not in "fiu":
-            raise CheckpointError(f"{path}: {PARAMS}/{name} is not numeric (dtype {a.dtype})")
+        check_finite(a, f"{path}: {PARAMS}/{name}")
     return params
 
 

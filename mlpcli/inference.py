@@ -58,6 +58,7 @@ def load(path: str | Path, device: str = "cpu") -> Loaded:
     """Read a checkpoint (or a run folder's best) and rebuild its model on `device`."""
     state = ckpt.read(ckpt.in_run_folder(path))
     config = state.config()
+    ckpt.check_against(state, config)
     n_features = state.n_features
     backend = get_backend(device)
     model = MLP.build(backend.xp, config, n_features, init_params=state.params, where=state.where)

@@ -28,21 +28,25 @@ def available_bytes() -> int:
             limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):
             limits.append(1 << 62)
-    used = _resident_bytes()
-    for kind in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+    # RLIMIT_AS counts the whole address space (VmSize), RLIMIT_DATA the private writable
+    # memory (VmData): a read-only memory map counts against the first alone
+    for kind, used in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
         soft, _ = resource.getrlimit(kind)
         if soft != resource.RLIM_INFINITY:
-            limits.append(max(soft - used, 0))
+            limits.append(max(soft - _status_bytes(used), 0))
     return min(limits)
 
 
-def _resident_bytes() -> int:
-    """This process's current virtual size (what RLIMIT_AS counts), or 0 if unknown."""
+def _status_bytes(field: str) -> int:
+    """A size from /proc/self/status (VmSize, VmData), or 0 where it cannot be read."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return 0
+        pass
+    return 0
 
 
 def require(nbytes: int, what: str, error: type[MlpcliError] = MlpcliError) -> None:

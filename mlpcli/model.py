@@ -7,10 +7,13 @@ Activations are kept in buffers allocated once per batch size and reused every s
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from mlpcli import memory
 from mlpcli.activations import ACTIVATIONS, DERIVATIVES, NEEDS_Z
 from mlpcli.checkpoint import check_params
+from mlpcli.errors import ConfigError
 from mlpcli.initializers import init_layer
 from mlpcli.losses import FUSED, LOSSES, correct
 
@@ -131,6 +134,7 @@ class MLP:
         that names `where`)."""
         if init_params is not None:
             check_params(init_params, param_shapes(config, n_features), where)
+        check_memory(config, n_features)
         dtype = config.dtype
         layers = []
         fan_in = n_features
@@ -218,6 +222,32 @@ def standardize(xp: Any, x: Any, scale: tuple, out: Any) -> Any:
     xp.subtract(x, mean, out=out)
     out *= inv_std
     return out
+
+
+def memory_needed(config: Any, n_features: int) -> int:
+    """Bytes a model of this config takes in training, beside its data: each parameter with
+    its gradient, optimizer scratch and up to three state slots (and the float64 draw of
+    its initial value), and the activation buffers of one batch."""
+    itemsize = 4 if config.dtype == "float32" else 8
+    rows = config.train.batch_size
+    params = activations = 0
+    for name, shape in param_shapes(config, n_features).items():
+        size = math.prod(shape)
+        params += size
+        if name.endswith("/W"):  # z, a, dropout output and mask, scratch; dx of the inputs
+            activations += rows * (5 * shape[1] + shape[0])
+    return params * (7 * itemsize + 8) + activations * itemsize
+
+
+def check_memory(config: Any, n_features: int) -> None:
+    """A ConfigError naming the widest layer when the model cannot fit in memory."""
+    need = memory_needed(config, n_features)
+    if need <= memory.available_bytes():
+        return
+    shapes = param_shapes(config, n_features)
+    widest = max(range(len(config.model.layers)), key=lambda i: math.prod(shapes[f"{i}/W"]))
+    sizes = "-".join(map(str, [n_features, *(la.units for la in config.model.layers)]))
+    memory.require(need, f"model.layers.{widest}.units: a {sizes} model", ConfigError)
 
 
 def param_shapes(config: Any, n_features: int) -> dict[str, tuple[int, ...]]:

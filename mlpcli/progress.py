@@ -6,6 +6,7 @@ checkpoint's `meta.progress` as plain JSON.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,14 +35,19 @@ class Progress:
     metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_meta(cls, fields: Any) -> Progress:
-        """The position stored in a checkpoint's meta.progress."""
+    def from_meta(cls, fields: Any, where: str) -> Progress:
+        """The position stored in a checkpoint's meta.progress (`where`: the file)."""
         try:
             if not isinstance(fields, dict):
                 raise TypeError("missing")
-            return cls(**fields)
+            progress = cls(**fields)
         except TypeError as e:
-            raise CheckpointError(f"meta.progress is missing or damaged ({e})") from None
+            raise CheckpointError(f"{where}: meta.progress is missing or damaged ({e})") from None
+        for name, value in fields.items():
+            kind = type(cls.__dataclass_fields__[name].default)
+            if value is not None and not _fits(value, kind):
+                raise CheckpointError(f"{where}: meta.progress.{name} has the wrong type")
+        return progress
 
     def as_meta(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +69,16 @@ class Progress:
                 self.stop_wait += 1
                 self.stopped_early = self.stop_wait >= es.patience
         return improved
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """Whether a JSON value fits a field whose default is of type `kind`."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float, type(None)):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and (kind is not int or isinstance(value, int)) and math.isfinite(value)
+    return isinstance(value, dict)  # metrics
 
 
 def monitored(metrics: dict[str, float], monitor: str) -> float:

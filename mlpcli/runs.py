@@ -125,6 +125,7 @@ def resume(
         )
     run_dir = run_folder_of(state.path)
     config = resume_config(state, overrides, epochs, device)
+    ckpt.check_against(state, config)
     backend = get_backend(config.device)
     data = prepare(config, f"{state.where} (meta.config)")
     stored = state.meta.get("data_digest")

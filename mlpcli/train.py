@@ -24,7 +24,7 @@ from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
 from mlpcli.data import Dataset, data_digest, preprocess
 from mlpcli.distributed import world
-from mlpcli.errors import SIGNAL_EXIT, Interrupted, RunError
+from mlpcli.errors import SIGNAL_EXIT, CheckpointError, Interrupted, RunError
 from mlpcli.losses import as_targets, correct
 from mlpcli.model import MLP, standardize
 from mlpcli.optim import build_optimizer
@@ -68,8 +68,11 @@ class Run:
         self.optimizer = build_optimizer(config.optimizer.name, self.model.params(), xp, **options)
         self.progress = Progress()
         if state is not None:
-            self.optimizer.load_state_dict(state.optim)
-            self.progress = Progress.from_meta(state.progress)
+            try:
+                self.optimizer.load_state_dict(state.optim)
+            except CheckpointError as e:
+                raise CheckpointError(f"{state.where}: {e}") from None
+            self.progress = Progress.from_meta(state.progress, state.where)
 
         # The data lives on the device whole (on the CPU a memory-mapped .npy stays mapped);
         # batches are gathered into reused buffers and standardized there, so the raw

@@ -9,6 +9,8 @@ line; a fault in a `--set` names the override instead.
 from __future__ import annotations
 
 import re
+import stat
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,11 @@ class _Loader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                raise yaml.MarkedYAMLError(
+                    problem="a key must be a plain value, not a list or mapping",
+                    problem_mark=key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.MarkedYAMLError(
                     problem=f"duplicate key {key!r} (first on line {seen[key]})",
@@ -52,15 +59,26 @@ _Loader.add_implicit_resolver(
 )
 
 
+# Bounds on what a config may expand to: YAML aliases let a few lines stand for billions of
+# values ("billion laughs"), and deep nesting exhausts the parser's recursion.
+MAX_BYTES = 1 << 20  # a config file
+MAX_VALUES = 100_000  # values after expanding aliases
+MAX_DEPTH = 50  # nested mappings and lists
+
+
 def parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML text; return the data and a map of key paths to 1-based line numbers."""
     try:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_size(node, where)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply (at most {MAX_DEPTH})") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f" line {mark.line + 1}" if mark else ""
@@ -71,6 +89,35 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
     if node is not None:
         _collect_lines(node, (), lines)
     return data, lines
+
+
+def _check_size(root: yaml.Node, where: str) -> None:
+    """ConfigError when the document nests deeper than MAX_DEPTH or expands (aliases
+    counted as many times as they are used) to more than MAX_VALUES values."""
+    sizes: dict[int, int] = {}  # id(node) -> values it expands to, each node counted once
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise ConfigError(
+                f"{where} line {line}: nested too deeply (at most {MAX_DEPTH} levels)"
+            )
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        if total > MAX_VALUES:
+            raise ConfigError(
+                f"{where} line {node.start_mark.line + 1}: expands to more than {MAX_VALUES:,} "
+                "values (YAML aliases); a config needs far fewer"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 def _collect_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
@@ -148,14 +195,7 @@ def load_config(
     """
     path = Path(path)
     where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{where}: is a directory, not a config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{where}: cannot read: {e}") from None
+    text = _read_text(path, where)
     raw, lines = parse_yaml(text, where)
     if raw is None:
         raise ConfigError(f"{where}: the file is empty; `mlpcli init` writes a starter config")
@@ -164,6 +204,25 @@ def load_config(
     return validate_dict(
         raw, where=where, lines=lines, stem=path.stem, overrides=overrides, options=options
     )
+
+
+def _read_text(path: Path, where: str) -> str:
+    """A config file's text: a regular file of at most MAX_BYTES, in UTF-8."""
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{where}: is a directory, not a config file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where}: not a regular file (a device, pipe or socket)")
+        if info.st_size > MAX_BYTES:
+            raise ConfigError(f"{where}: {info.st_size:,} bytes; a config is at most 1 MiB")
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read: {e}") from None
 
 
 def validate_dict(

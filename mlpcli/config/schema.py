@@ -23,6 +23,10 @@ INIT_NAMES = tuple(INITS)
 LOSS_NAMES = tuple(LOSSES)
 MONITORS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
 
+# Integers are bounded so that every value fits the int64 of NumPy, JSON readers and
+# TensorBoard; floats must be finite (`allow_inf_nan=False` on every section).
+MAX_INT = 2**31 - 1
+Count = Annotated[int, Field(gt=0, le=MAX_INT)]  # a positive count: epochs, units, ...
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction01 = Annotated[float, Field(ge=0, lt=1)]
@@ -31,7 +35,7 @@ Fraction01 = Annotated[float, Field(ge=0, lt=1)]
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are not coerced from strings."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -61,7 +65,7 @@ class Data(Section):
 
 
 class Layer(Section):
-    units: Annotated[int, Field(gt=0)]
+    units: Count
     activation: Literal[ACTIVATION_NAMES] | None = None  # resolved from the loss / position
     dropout: Fraction01 = 0.0
 
@@ -133,7 +137,7 @@ Optimizer = Annotated[SGD | Adam | AdamW | RMSprop | Adagrad, Field(discriminato
 
 class StepSchedule(Section):
     name: Literal["step"]
-    step_size: Annotated[int, Field(gt=0)]
+    step_size: Count
     gamma: Positive = 0.1
     warmup_epochs: NonNegative = 0.0
 
@@ -146,7 +150,7 @@ class ExponentialSchedule(Section):
 
 class CosineSchedule(Section):
     name: Literal["cosine"]
-    epochs: Annotated[int, Field(gt=0)] | None = None  # resolved: train.epochs at the start
+    epochs: Count | None = None  # resolved: train.epochs at the start
     min_lr: NonNegative = 0.0
     warmup_epochs: NonNegative = 0.0
 
@@ -160,14 +164,14 @@ Schedule = Annotated[
 
 class EarlyStopping(Section):
     monitor: Literal[MONITORS] = "val/loss"
-    patience: Annotated[int, Field(ge=1)] = 5
+    patience: Count = 5
     mode: Literal["min", "max"] | None = None  # resolved: max for accuracy, else min
     min_delta: NonNegative = 0.0
 
 
 class Train(Section):
-    epochs: Annotated[int, Field(gt=0)] = 20
-    batch_size: Annotated[int, Field(gt=0)] = 64
+    epochs: Count = 20
+    batch_size: Count = 64
     shuffle: bool = True
     clip_grad_norm: Positive | None = None
     early_stopping: EarlyStopping | None = None
@@ -175,15 +179,17 @@ class Train(Section):
 
 class Logging(Section):
     logdir: str = "logs"
-    every_n_steps: Annotated[int, Field(gt=0)] = 10
+    every_n_steps: Count = 10
     histograms: bool = False
-    images_every_n_epochs: Annotated[int, Field(ge=0)] = 5  # 2-D classification only; 0: off
+    images_every_n_epochs: Annotated[int, Field(ge=0, le=MAX_INT)] = (
+        5  # 2-D classification only; 0: off
+    )
     graph: bool = True
 
 
 class Checkpoint(Section):
-    every_n_epochs: Annotated[int, Field(gt=0)] = 1
-    keep_last: Annotated[int, Field(ge=0)] = 3
+    every_n_epochs: Count = 1
+    keep_last: Annotated[int, Field(ge=0, le=MAX_INT)] = 3
     save_best: bool = True
     monitor: Literal[MONITORS] = "val/loss"
     mode: Literal["min", "max"] | None = None  # resolved like early_stopping.mode
@@ -191,7 +197,7 @@ class Checkpoint(Section):
 
 class Config(Section):
     name: str | None = None  # resolved: the config file's stem; one plain folder name
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     data: Data
