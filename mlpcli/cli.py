@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one `error:` line."""
     from mlpcli.errors import Interrupted, MlpcliError
 
+    if argv is None:  # the mlpcli program itself, not a caller in Python
+        from mlpcli.stopping import process_ends_with_command
+
+        process_ends_with_command()
     try:
         code = app(args=argv, prog_name="mlpcli", standalone_mode=False)
     except MlpcliError as e:
@@ -342,4 +346,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    if argv is None:  # about to exit: a late Ctrl-C must not interrupt the exit handlers
+        import signal  # (tensorboardX closes its files there) with a traceback
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
     sys.exit(code if isinstance(code, int) else 0)

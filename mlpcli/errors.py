@@ -9,8 +9,6 @@ import difflib
 import signal
 from collections.abc import Iterable
 
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
 
 class MlpcliError(Exception):
     """A mistake in what the user gave us (arguments, config, data, checkpoint)."""
@@ -41,14 +39,20 @@ class RunError(MlpcliError):
 
 
 class Interrupted(MlpcliError):
-    """Training stopped by SIGINT / SIGTERM after saving a resumable checkpoint."""
+    """Stopped by SIGINT / SIGTERM: after saving a resumable checkpoint at `path`, or (no
+    path) before anything was written. Exit code 128 + the signal: 130, 143."""
 
     def __init__(self, signum: int, path: object, step: int, epoch: int):
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} at step {step} (epoch {epoch}); "
-            f"resume with: mlpcli resume {path}"
-        )
-        self.exit_code = SIGNAL_EXIT.get(signum, 130)
+        name = signal.Signals(signum).name
+        if path is None:
+            message = f"stopped by {name} before training started; nothing was written"
+        else:
+            message = (
+                f"stopped by {name} at step {step} (epoch {epoch}); "
+                f"resume with: mlpcli resume {path}"
+            )
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def closest(word: object, choices: Iterable[object]) -> str | None:

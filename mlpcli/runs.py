@@ -9,6 +9,7 @@ and may change only what does not change the model or the meaning of a step (RES
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import datetime
@@ -20,9 +21,10 @@ from mlpcli import paths
 from mlpcli.backend import get_backend
 from mlpcli.config import Config, load_config, parse_override, to_yaml
 from mlpcli.data import data_digest, prepare
-from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError
+from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError, RunError
 from mlpcli.paths import RunLock, check_run_name
 from mlpcli.progress import Progress
+from mlpcli.stopping import StopRequest
 from mlpcli.train import Run
 
 # Keys `resume --set` may change: none of them changes the model, its data or the meaning
@@ -52,12 +54,27 @@ def train(
     """Train a new run of the config file, with `--set` overrides and option values."""
     if name is not None:
         check_run_name(name, "--name")
-    config = load_config(config_path, overrides, options)
-    backend = get_backend(config.device)
-    data = prepare(config, str(config_path))
-    run = Run(config, data, reporter, backend)
-    with claim_folder(config, name, run.comm) as run_dir:
-        return run.fit(run_dir)
+    with StopRequest(deferred=False) as stop:  # a signal stops at once: nothing written yet
+        config = load_config(config_path, overrides, options)
+        backend = get_backend(config.device)
+        data = prepare(config, str(config_path))
+        run = Run(config, data, reporter, backend, stop=stop)
+        stop.defer()  # from here on a stop ends with a resumable checkpoint
+        with claim_folder(config, name, run.comm) as run_dir:
+            try:
+                return run.fit(run_dir)
+            except RunError as e:  # diverged
+                _clear_unsaved(run, run_dir, e)
+                raise
+
+
+def _clear_unsaved(run: Run, run_dir: Path, error: RunError) -> None:
+    """A new run that diverged before its first checkpoint leaves nothing behind that
+    would block a rerun under the same name."""
+    if run.comm.rank != 0 or any((run_dir / "checkpoints").glob("*.npz")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    error.args = (f"{error}; nothing had been saved, so run folder {run_dir} was removed",)
 
 
 @contextmanager
@@ -117,6 +134,11 @@ def resume(
 ) -> Progress:
     """Continue the run of checkpoint `path` (or of run folder `path`) in its own run
     folder, exactly."""
+    with StopRequest(deferred=False) as stop:  # a signal stops at once: nothing written yet
+        return _resume(path, reporter, stop, epochs=epochs, overrides=overrides, device=device)
+
+
+def _resume(path: str | Path, reporter: Any, stop: StopRequest, **options: Any) -> Progress:
     state = ckpt.read(ckpt.in_run_folder(path, resume=True))
     if state.path.is_symlink():
         raise CheckpointError(
@@ -124,7 +146,7 @@ def resume(
             "checkpoint, never through a link into another run"
         )
     run_dir = run_folder_of(state.path)
-    config = resume_config(state, overrides, epochs, device)
+    config = resume_config(state, options["overrides"], options["epochs"], options["device"])
     ckpt.check_against(state, config)
     backend = get_backend(config.device)
     data = prepare(config, f"{state.where} (meta.config)")
@@ -134,8 +156,9 @@ def resume(
             f"data: {data.source} is not the data this checkpoint was trained on "
             f"({stored}, now {data_digest(data)}); exact resume needs the same data"
         )
-    run = Run(config, data, reporter, backend, state=state)
+    run = Run(config, data, reporter, backend, state=state, stop=stop)
     run.progress.stopped_early = False  # asked to go on: early stopping judges anew
+    stop.defer()  # from here on a stop ends with a resumable checkpoint
     with RunLock(run_dir) if run.comm.rank == 0 else nullcontext():
         return run.fit(run_dir)
 

@@ -12,7 +12,7 @@ import signal
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
 from mlpcli.data import Dataset, data_digest, preprocess
 from mlpcli.distributed import world
-from mlpcli.errors import SIGNAL_EXIT, CheckpointError, Interrupted, RunError
+from mlpcli.errors import CheckpointError, Interrupted, RunError
 from mlpcli.losses import as_targets, correct
 from mlpcli.model import MLP, standardize
 from mlpcli.optim import build_optimizer
 from mlpcli.progress import Progress
 from mlpcli.rng import generator
 from mlpcli.schedules import lr_at
+from mlpcli.stopping import StopRequest
 
 EVAL_BATCH = 4096  # validation batch: large, without building the whole output at once
 
@@ -46,6 +47,7 @@ class Run:
         backend: Backend | None = None,
         state: ckpt.Checkpoint | None = None,
         comm: Any = None,
+        stop: StopRequest | None = None,
     ):
         self.config = config
         self.data = data
@@ -114,7 +116,7 @@ class Run:
                 "every process must read the same config, data and checkpoint"
             )
         self._schedule = config.schedule.model_dump() if config.schedule is not None else None
-        self._stop_signal: int | None = None
+        self.stop = stop  # SIGINT / SIGTERM, recorded; entered by the caller or by session
         self._stop_agreed = False  # under MPI: every process saw a stop request in _log
         self.tb = None
 
@@ -132,26 +134,25 @@ class Run:
 
     @contextmanager
     def session(self, run_dir: str | Path) -> Iterator[None]:
-        """Open the run's TensorBoard log and catch SIGINT / SIGTERM while inside."""
+        """Open the run's TensorBoard log, recording SIGINT / SIGTERM while inside."""
         self.run_dir = Path(run_dir)
-        # one process writes the log and the checkpoints; the others keep the same state
-        self.tb = board.open_log(self, self.run_dir)
-        self.reporter.start(self)
-        previous = {s: signal.signal(s, self._on_signal) for s in SIGNAL_EXIT}
-        try:
+        with ExitStack() as stack:
+            if self.stop is None:  # called from Python: catch the signals here
+                self.stop = stack.enter_context(StopRequest())
+            self.stop.defer()
+            # one process writes the log and the checkpoints; the others keep the same state
+            self.tb = board.open_log(self, self.run_dir)
+            stack.callback(self.reporter.close)
+            stack.callback(self.tb.close)
+            self.reporter.start(self)
             # overflow is detected where it matters (a non-finite loss), not warned about
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            self.tb.close()
-            self.reporter.close()
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop_signal is None:
-            self._stop_signal = signum  # finish the current step, then save and stop
-        # a second signal while saving changes nothing: the save is atomic and completes
+    @property
+    def _stop_signal(self) -> int | None:
+        """The signal that asked this process to stop, once one has."""
+        return self.stop.signum if self.stop is not None else None
 
     def train_epoch(self) -> None:
         """One epoch (or the rest of one), its validation and checkpoints."""
@@ -218,7 +219,8 @@ class Run:
                 p.log_loss, p.log_hits = self._finite(float(loss_sum)), int(hits)
                 self._interrupt()
         self._end_epoch()
-        if self._stopping():
+        done = p.epoch >= cfg.train.epochs or p.stopped_early
+        if self._stopping() and not done:  # a stop as the last epoch ends changes nothing
             self._interrupt()
 
     def _stopping(self) -> bool:
@@ -243,7 +245,7 @@ class Run:
         interval, interval_hits = self._finite(float(sums[0])), int(sums[1])
         self._stop_agreed = bool(sums[2])
         if sums[2] and self._stop_signal is None:
-            self._stop_signal = signal.SIGTERM  # another process was asked to stop
+            self.stop.signum = signal.SIGTERM  # another process was asked to stop
         p.epoch_loss += interval
         p.epoch_hits += interval_hits
         mean = interval / p.log_steps
