@@ -28,21 +28,24 @@ def available_bytes() -> int:
             limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):
             limits.append(1 << 62)
-    used = _resident_bytes()
-    for kind in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+    size, data = _used_bytes()
+    for kind, used in ((resource.RLIMIT_AS, size), (resource.RLIMIT_DATA, data)):
         soft, _ = resource.getrlimit(kind)
         if soft != resource.RLIM_INFINITY:
             limits.append(max(soft - used, 0))
     return min(limits)
 
 
-def _resident_bytes() -> int:
-    """This process's current virtual size (what RLIMIT_AS counts), or 0 if unknown."""
+def _used_bytes() -> tuple[int, int]:
+    """This process's virtual size (what RLIMIT_AS counts) and its data and stack (what
+    RLIMIT_DATA counts, file mappings excluded), or zeros if unknown."""
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            fields = f.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[0]) * page, int(fields[5]) * page
     except (OSError, ValueError, IndexError):
-        return 0
+        return 0, 0
 
 
 def require(nbytes: int, what: str, error: type[MlpcliError] = MlpcliError) -> None:
