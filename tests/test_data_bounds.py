@@ -108,21 +108,16 @@ def bomb(path: Path, head: bytes, member: bytes = ZEROS, n: int = 16) -> str:
 # --------------------------------------------------------------------- decompression bombs
 
 
-def test_npy_gz_is_never_inflated_past_its_header(tmp_path):
-    head = npy_bytes(np.ones((100, 8), dtype=np.float32))  # then 256 MiB of zeros
-    path = bomb(tmp_path / "big.npy.gz", head)
+@pytest.mark.parametrize("name", ["big.npy.gz", "images.gz"])
+def test_npy_and_idx_gz_are_never_inflated_past_their_header(tmp_path, name):
+    head = {  # 3328 and 812 bytes, then 256 MiB of zeros
+        "big.npy.gz": npy_bytes(np.ones((100, 8), dtype=np.float32)),
+        "images.gz": idx_bytes((100, 8), bytes(800)),
+    }[name]
+    path = bomb(tmp_path / name, head)
     with peak_bytes() as peak:
         message = error_of(features, path)
     assert message == f"{path}: inflates past {len(head)} bytes, more than its header promises"
-    assert peak[0] < 12 * MiB
-
-
-def test_idx_gz_is_never_inflated_past_its_header(tmp_path):
-    head = idx_bytes((100, 8), bytes(800))
-    path = bomb(tmp_path / "images.gz", head)
-    with peak_bytes() as peak:
-        message = error_of(features, path)
-    assert message == f"{path}: inflates past 812 bytes, more than its header promises"
     assert peak[0] < 12 * MiB
 
 
@@ -312,13 +307,26 @@ def test_a_symlink_to_a_regular_file_is_read(tmp_path):
 # ------------------------------------------------------------------ data larger than memory
 
 
-def test_npy_read_into_memory_is_weighed_first(tmp_path, free):
-    path = tmp_path / "x.npy"
-    np.save(path, np.ones((1000, 1000), dtype=np.float32))
+@pytest.mark.parametrize(
+    "name, where, expected",
+    [  # the file's 4 MB (784 KB for the IDX), and 8 bytes a value for its float64 copy
+        ("x.npy", "", "1000 x 1000 float32 needs 11.4 MiB"),
+        ("z.npz", " (array 'x')", "1000 x 1000 float32 needs 11.4 MiB"),
+        ("images", "", "1000 x 28 x 28 uint8 needs 6.7 MiB"),
+    ],
+)
+def test_arrays_read_into_memory_are_weighed_first(tmp_path, free, name, where, expected):
+    path = tmp_path / name
+    x = np.ones((1000, 1000), dtype=np.float32)
+    if name == "x.npy":
+        np.save(path, x)
+    elif name == "z.npz":
+        np.savez_compressed(path, x=x, y=np.zeros(1000))
+    else:
+        path.write_bytes(idx_bytes((1000, 28, 28), bytes(784_000)))
     free(4)
-    # the file's 4 MB, and 8 MB more for its float64 copy
     assert error_of(features, path, "float64") == (
-        f"{path}: 1000 x 1000 float32 needs 11.4 MiB of memory, more than the 4.0 MiB free"
+        f"{path}{where}: {expected} of memory, more than the 4.0 MiB free"
     )
 
 
@@ -333,25 +341,6 @@ def test_a_memory_map_is_exempt_but_its_validation_rows_are_not(tmp_path, free):
     assert message == (
         f"data.val_split: {tmp_path / 'x.npy'}: a validation copy of 600 x 1000 float32 "
         "needs 2.3 MiB of memory, more than the 2.0 MiB free"
-    )
-
-
-def test_npz_member_larger_than_memory(tmp_path, free):
-    path = tmp_path / "z.npz"
-    np.savez_compressed(path, x=np.zeros((1000, 1000), dtype=np.float32), y=np.zeros(1000))
-    free(4)
-    assert error_of(features, path, "float64") == (
-        f"{path} (array 'x'): 1000 x 1000 float32 needs 11.4 MiB of memory, more than the "
-        "4.0 MiB free"
-    )
-
-
-def test_idx_larger_than_memory(tmp_path, free):
-    path = tmp_path / "images"
-    path.write_bytes(idx_bytes((1000, 28, 28), bytes(784_000)))
-    free(4)
-    assert error_of(features, path, "float64") == (
-        f"{path}: 1000 x 28 x 28 uint8 needs 6.7 MiB of memory, more than the 4.0 MiB free"
     )
 
 
