@@ -53,10 +53,13 @@ def require(nbytes: int, what: str, error: type[MlpcliError] = MlpcliError) -> N
     """Raise `error` saying `what` needs more memory than this process can have."""
     free = available_bytes()
     if nbytes > free:
-        raise error(f"{what} needs {_size(nbytes)} of memory, more than the {_size(free)} free")
+        raise error(
+            f"{what} needs {size_text(nbytes)} of memory, more than the {size_text(free)} free"
+        )
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """A byte count for people: 812 bytes, 3.6 TiB."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"

@@ -1,28 +1,35 @@
 """NumPy files: .npy arrays (a read-only memory map when one can stay on disk), .npz
 archives and their keys, IDX arrays through idx.py, and turning arrays into (n, d) features
-and labels. Holds the readers load.py dispatches to for .npz, .npy and IDX files.
+and labels. Holds the readers load.py dispatches to for .npz, .npy and IDX files; the bytes
+of .npy data and .npz members are read by npy.py, which trusts no header.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from io import BytesIO
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from mlpcli.data._common import (
+    _Bounded,
     _cast,
     _close,
     _generated_names,
-    _gunzip,
     _listing,
+    _not_regular,
+    _open_file,
+    _read_all,
+    _reading,
     _row_blocks,
     _whole_to_int,
 )
 from mlpcli.data.dataset import _Raw, _Request
 from mlpcli.data.idx import _read_idx
+from mlpcli.data.npy import _can_map, _check_holds, _header, _read_data
 from mlpcli.data.sniff import _sniff
 from mlpcli.errors import DataError
 
@@ -40,36 +47,38 @@ def _unreadable(path: str, what: str, e: Exception) -> DataError:
 def _mappable(path: str, dtype: np.dtype) -> bool:
     """Whether a .npy file holds a non-empty C-order array of `dtype`, per its header."""
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran_order, file_dtype = np.lib.format.read_array_header_1_0(f)
-            else:  # versions 2.0 and 3.0 share the header layout
-                shape, fortran_order, file_dtype = np.lib.format.read_array_header_2_0(f)
-    except Exception:  # a damaged header: np.load below names the fault
+        with _open_file(path) as f:
+            return _can_map(_header(f), dtype)
+    except (DataError, ValueError):  # a damaged header: reading the file names the fault
         return False
-    return file_dtype == dtype and not fortran_order and len(shape) >= 1 and math.prod(shape) > 0
 
 
 def _read_array_file(
-    path: str, fmt: str, gz: bool, mmap_dtype: np.dtype | None = None
+    path: str, fmt: str, gz: bool, cast: np.dtype | None = None, mmap: bool = False
 ) -> np.ndarray:
-    """The array in a .npy or IDX file (gzipped or not); never unpickles.
+    """The array in a .npy or IDX file (gzipped or not); never unpickles. `cast`: the
+    dtype features will be copied to (None for labels), counted in the memory needed.
 
-    A plain .npy file holding `mmap_dtype` in C order comes back as a read-only np.memmap:
-    it is read from disk as its rows are used, never whole.
+    With `mmap`, a plain .npy file holding `cast` in C order comes back as a read-only
+    np.memmap: it is read from disk as its rows are used, never whole, so its size is not
+    weighed against memory.
     """
     if fmt == "idx":
-        return _read_idx(path, gz)
-    source = BytesIO(_gunzip(path)) if gz else path
-    mmap = not gz and mmap_dtype is not None and _mappable(path, mmap_dtype)
-    try:
-        arr = np.load(source, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except Exception as e:  # numpy raises many kinds of errors on damaged files
-        raise _unreadable(path, "the .npy array", e) from None
-    if not isinstance(arr, np.ndarray):  # an .npz under a .npy name is caught by _sniff
-        raise DataError(f"{path}: not a .npy array")
-    return arr
+        return _read_idx(path, gz, cast)
+    what = "the .npy array"
+    with _reading(path, gz), _Bounded(path, gz) as f:
+        try:
+            h = _header(f)
+            if gz:
+                return _read_data(f, h, path, what, path, cast, "it inflates to")
+            _check_holds(
+                h, os.fstat(f.file.fileno()).st_size - h.offset, path, what, "the file holds"
+            )
+            if mmap and _can_map(h, cast):
+                return np.memmap(f.file, dtype=h.dtype, mode="r", offset=h.offset, shape=h.shape)
+            return _read_data(f, h, path, what, path, cast, "the file holds")
+        except ValueError as e:
+            raise _unreadable(path, what, e) from None
 
 
 def _check_finite(x: np.ndarray, where: str) -> None:
@@ -155,11 +164,23 @@ def _check_count(n_labels: int, n_samples: int, where: str) -> None:
 _FEATURE_KEYS = ("x", "features")  # an .npz file's feature array when the config names none
 
 
-def _npz_array(z: Any, key: str, path: str) -> np.ndarray:
+def _npz_array(z: Any, key: str, path: str, size: int, cast: np.dtype | None = None):
+    """Array `key` of an open archive of `size` bytes, its header checked against the member
+    and memory before it is read; `cast` as for `_read_array_file`."""
+    what = f"array {key!r}"
     try:
-        return z[key]
+        names = z.zip.namelist()
+        info = z.zip.getinfo(key if key in names else f"{key}.npy")  # as NpzFile finds it
+        with z.zip.open(info) as member:
+            h = _header(member)
+            stored = info.compress_type == zipfile.ZIP_STORED  # bytes in the archive as they are
+            have = (min(info.file_size, size) if stored else info.file_size) - h.offset
+            _check_holds(h, have, path, what, "the archive holds")
+            return _read_data(member, h, path, what, f"{path} ({what})", cast, "the archive holds")
+    except DataError:
+        raise
     except Exception as e:  # numpy and zipfile raise many kinds of errors on damaged files
-        raise _unreadable(path, f"array {key!r}", e) from None
+        raise _unreadable(path, what, e) from None
 
 
 def _npz_key(keys, given, defaults: tuple[str, ...], what: str, path: str, cfg_key: str | None):
@@ -181,41 +202,49 @@ def _npz_key(keys, given, defaults: tuple[str, ...], what: str, path: str, cfg_k
     raise DataError(f"{path}: no {what} array {names}{hint}; keys are: {_listing(keys) or 'none'}")
 
 
-def _open_npz(path: str, gz: bool):
-    """The open archive (np.lib.npyio.NpzFile) of an .npz file, gzipped or not."""
-    source = BytesIO(_gunzip(path)) if gz else path
-    try:
-        z = np.load(source, allow_pickle=False)
-    except Exception as e:  # numpy and zipfile raise many kinds of errors on damaged files
-        raise _unreadable(path, "the .npz archive", e) from None
-    if not hasattr(z, "files"):
-        raise DataError(f"{path}: not an .npz archive")
-    return z
+@contextmanager
+def _open_npz(path: str, gz: bool) -> Iterator[tuple[Any, int]]:
+    """The open archive (np.lib.npyio.NpzFile) of an .npz file, gzipped or not (inflated
+    only as far as memory allows), and its size in bytes."""
+    # inflated, the archive takes memory once and the arrays read from it once more
+    with _reading(path, gz), _Bounded(path, gz, cost=2) as f:
+        source = _read_all(f) if gz else f.file
+        size = f.count if gz else os.fstat(f.file.fileno()).st_size
+        try:
+            z = np.load(source, allow_pickle=False)
+        except Exception as e:  # numpy and zipfile raise many kinds of errors on damaged files
+            raise _unreadable(path, "the .npz archive", e) from None
+        if not hasattr(z, "files"):
+            raise DataError(f"{path}: not an .npz archive")
+        with z:
+            yield z, size
 
 
-def _npz_features(z: Any, key: str, path: str, dtype: np.dtype) -> np.ndarray:
-    return _features_from_array(_npz_array(z, key, path), dtype, f"{path} (array {key!r})")
+def _npz_features(z: Any, key: str, path: str, size: int, dtype: np.dtype) -> np.ndarray:
+    arr = _npz_array(z, key, path, size, dtype)
+    return _features_from_array(arr, dtype, f"{path} (array {key!r})")
 
 
 def _load_npz(path, fmt, gz, cfg, req: _Request, key: str, default_features, mmap) -> _Raw:
     """Features and labels of an .npz file: the arrays the config names, else the defaults."""
-    with _open_npz(path, gz) as z:
+    with _open_npz(path, gz) as (z, size):
         keys = list(z.files)
         fkey = _npz_key(
             keys, cfg.get("features"), _FEATURE_KEYS, "feature", path, f"{key}.features"
         )
         tkey = _npz_key(keys, cfg.get("target"), ("y", "target"), "label", path, f"{key}.target")
-        x = _npz_features(z, fkey, path, req.dtype)
-        y = _labels_from_array(_npz_array(z, tkey, path), req.task, f"{path} (array {tkey!r})")
+        x = _npz_features(z, fkey, path, size, req.dtype)
+        labels = _npz_array(z, tkey, path, size)
+        y = _labels_from_array(labels, req.task, f"{path} (array {tkey!r})")
     _check_count(len(y), len(x), f"{path} (array {tkey!r})")
     return _Raw(x, y, _generated_names(x.shape[1]), path)
 
 
 def _load_npz_features(path, fmt, gz, feature_names, dtype: np.dtype) -> np.ndarray:
     """(n, d) features of an .npz file: its array 'x' or 'features'."""
-    with _open_npz(path, gz) as z:
+    with _open_npz(path, gz) as (z, size):
         key = _npz_key(list(z.files), None, _FEATURE_KEYS, "feature", path, None)
-        return _npz_features(z, key, path, dtype)
+        return _npz_features(z, key, path, size, dtype)
 
 
 # NPY / IDX pairs ---------------------------------------------------------------------------
@@ -242,10 +271,13 @@ def _load_array_pair(
         )
     if not isinstance(target, str):
         raise DataError(f"{key}.target: must be the path of a label file, got {target!r}")
-    arr = _read_array_file(path, fmt, gz, req.dtype if mmap else None)
+    arr = _read_array_file(path, fmt, gz, req.dtype, mmap)
     x = _features_from_array(arr, req.dtype, path)
-    if not os.path.isfile(target):
+    if not os.path.exists(target):
         raise DataError(f"{key}.target: file not found: {target} ({config_file})")
+    kind = _not_regular(target)
+    if kind:
+        raise DataError(f"{key}.target: {target} is {kind}, not a data file ({config_file})")
     label_fmt, label_gz = _sniff(target)
     if label_fmt not in ("npy", "idx"):
         raise DataError(f"{key}.target: {target}: expected a .npy or IDX label file")
@@ -256,4 +288,4 @@ def _load_array_pair(
 
 def _load_array_features(path, fmt, gz, feature_names, dtype: np.dtype) -> np.ndarray:
     """(n, d) features of a .npy or IDX file."""
-    return _features_from_array(_read_array_file(path, fmt, gz), dtype, path)
+    return _features_from_array(_read_array_file(path, fmt, gz, dtype), dtype, path)

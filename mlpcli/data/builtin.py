@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpcli import memory
 from mlpcli.data._common import _close, _generated_names, _listing, _row_blocks
 from mlpcli.data.dataset import _Raw, _Request
 from mlpcli.errors import DataError
@@ -41,6 +42,7 @@ class DatasetSpec:
     task: str
     description: str
     options: dict[str, Option]
+    in_dtype: bool = False  # x drawn straight in the requested dtype, not in float64 and cast
 
 
 TRIANGLE = np.array([(-0.8, -0.6), (0.8, -0.6), (0.0, 0.8)])  # counter-clockwise vertices
@@ -214,6 +216,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "n_features": Option(20, "number of features", int, minimum=1),
             "n_classes": Option(10, "number of classes", int, minimum=2),
         },
+        in_dtype=True,
     ),
 }
 
@@ -279,6 +282,27 @@ def _dataset_options(name: str, given: Any, key: str, config_file: str) -> dict[
     return options
 
 
+def _check_memory(name: str, options: dict[str, Any], dtype: np.dtype, key: str, where: str):
+    """DataError naming the largest option when the arrays of built-in `name` cannot fit."""
+    n, c = options["n_samples"], options.get("n_classes", 2)
+    d = options.get("n_features", 2)
+    # x (n, d) in `dtype`, and unless drawn in it, the float64 draws and temporaries it is
+    # cast from; int64 labels, their shuffle and noise; class centroids (C, d)
+    need = n * d * dtype.itemsize + (0 if DATASETS[name].in_dtype else 2 * n * d * 8)
+    need += n * 24 + c * d * (8 + dtype.itemsize)
+    free = memory.available_bytes()
+    if need > free:
+        sizes = {o: options[o] for o in ("n_samples", "n_features", "n_classes") if o in options}
+        largest = max(sizes, key=sizes.get)
+        classes = f", {c} classes" if "n_classes" in options else ""
+        raise DataError(
+            f"{key}.options.{largest}: {name!r} with {n} samples of {d} features{classes} "
+            f"needs {memory.size_text(need)} of memory, "
+            f"more than the {memory.size_text(free)} free "
+            f"({where})"
+        )
+
+
 def _flip_labels(rng: np.random.Generator, y: np.ndarray, n_classes: int, fraction: float):
     """Move round(fraction * n) labels, chosen at random, to another random class."""
     n_flip = round(fraction * len(y))
@@ -305,6 +329,7 @@ def _load_builtin(name: str, cfg: dict, req: _Request, role: int, key: str) -> _
             raise DataError(
                 f"{key}.{unused}: not used with built-in dataset {name!r} ({config_file})"
             )
+    _check_memory(name, options, req.dtype, key, config_file)  # before anything is drawn
     params_rng = generator(req.seed, "data", 0)  # shared by training and validation sets
     rng = generator(req.seed, "data", 1, role)
     make_options = {k: v for k, v in options.items() if k != "noise" or spec.task == "regression"}

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlpcli.data._common import _cast, _close, _listing, _row_blocks
+from mlpcli import memory
+from mlpcli.data._common import _cast, _close, _listing, _not_regular, _row_blocks, _shape_text
 from mlpcli.data.arrays import (
     _load_array_features,
     _load_array_pair,
@@ -88,8 +89,9 @@ def _load_source(
         if hint:
             hint = hint.replace("; did you mean", "; did you mean the built-in dataset")
         raise DataError(f"{key}.source: file not found: {source} ({config_file}){hint}")
-    if os.path.isdir(source):
-        raise DataError(f"{key}.source: {source} is a directory, not a data file ({config_file})")
+    kind = _not_regular(source)  # a directory, a FIFO, a device: never opened
+    if kind:
+        raise DataError(f"{key}.source: {source} is {kind}, not a data file ({config_file})")
     if cfg.get("options"):
         raise DataError(
             f"{key}.options: only for built-in datasets ({_listing(DATASETS)}); "
@@ -199,6 +201,10 @@ def load_dataset(data: dict, *, task: str, seed: int, dtype: str, config_file: s
                 f"data.val_split: {val_split} of {n} samples leaves no training sample "
                 f"({config_file})"
             )
+        shape = (n_val, x.shape[1])  # copied, from a memory map too
+        copy = f"a validation copy of {_shape_text(shape)} {x.dtype.name}"
+        what = f"data.val_split: {train.source}: {copy}"
+        memory.require(n_val * x.shape[1] * x.itemsize, what, DataError)
         perm = generator(seed, "split").permutation(n)
         # each split keeps the samples' original order; which ones go where is random
         val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
@@ -248,8 +254,9 @@ def load_features(path: str, *, feature_names: list[str] | None, dtype: str) -> 
     dt = _float_dtype(dtype)
     if not os.path.exists(path):
         raise DataError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise DataError(f"{path} is a directory, not a data file")
+    kind = _not_regular(path)  # a directory, a FIFO, a device: never opened
+    if kind:
+        raise DataError(f"{path} is {kind}, not a data file")
     reader, fmt, gz = _reader(path)
     x = reader.features(path, fmt, gz, feature_names, dt)
     if feature_names is not None and x.shape[1] != len(feature_names):
