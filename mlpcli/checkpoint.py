@@ -18,8 +18,10 @@ moment leaves the previous file whole.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import stat
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlpcli import memory
 from mlpcli.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -267,10 +270,13 @@ def _read_npz(path: Path, where: str, prefix: str = "") -> dict[str, np.ndarray]
         raise CheckpointError(f"{where}: file not found")
     if path.is_dir():
         raise CheckpointError(f"{where}: is a directory, not a checkpoint")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise CheckpointError(f"{where}: not a regular file (a device, pipe or socket)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{where}: the file is empty")
     _check_zip(path, where)
     try:
+        _check_sizes(path, where, prefix)
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files if key.startswith(prefix)}
     except ValueError as e:
@@ -283,6 +289,29 @@ def _read_npz(path: Path, where: str, prefix: str = "") -> dict[str, np.ndarray]
     # compression method or version field, a RuntimeError subclass)
     except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{where}: damaged or not an npz file ({e})") from None
+
+
+def _check_sizes(path: Path, where: str, prefix: str) -> None:
+    """Refuse, before anything is inflated or allocated, members whose .npy headers claim
+    more data than the member holds, and archives that would not fit in memory. zipfile
+    stops a member at its declared size, so these bounds hold while numpy reads."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.startswith(prefix):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                shape, _, dtype = read(member, max_header_size=1 << 16)
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > info.file_size:
+                    raise CheckpointError(
+                        f"{where}: {info.filename} claims {claimed:,} bytes of data but holds "
+                        f"{info.file_size:,}: damaged or forged"
+                    )
+            total += info.file_size
+    memory.require(total, f"{where}: its arrays", CheckpointError)
 
 
 def load(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

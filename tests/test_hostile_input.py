@@ -163,3 +163,31 @@ def test_init_from_with_a_nan_weight_names_the_file(run, capsys, ws):
         capsys, ws, "train", "c.yaml", "--set", f"model.init_from={bad}", fragments=(str(bad),)
     )
     assert "NaN" in line and "diverged" not in line
+
+
+def test_a_checkpoint_member_that_claims_a_huge_array_is_refused(run, capsys, ws):
+    """An .npy header inside the archive claiming 10^12 values is caught before numpy
+    allocates them."""
+    import io
+    import zipfile
+
+    last = run / "checkpoints" / "last.npz"
+    bad = last.with_name("forged.npz")
+    with zipfile.ZipFile(last) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "params/0/W.npy":
+                head = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    head, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)}
+                )
+                data = head.getvalue() + b"\0" * 64
+            dst.writestr(info, data)
+    for args in (("eval", bad, "--json"), ("resume", bad, "--epochs", "5", "-q")):
+        _refused(capsys, ws, *args, fragments=(str(bad), "params/0/W"))
+
+
+def test_a_checkpoint_that_is_a_pipe_is_refused(run, capsys, ws):
+    fifo = run / "checkpoints" / "pipe.npz"
+    os.mkfifo(fifo)
+    _refused(capsys, ws, "inspect", fifo, fragments=(str(fifo), "not a regular file"))
