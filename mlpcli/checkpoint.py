@@ -17,6 +17,7 @@ moment leaves the previous file whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpcli import memory
-from mlpcli.errors import CheckpointError
+from mlpcli.errors import CheckpointError, MlpcliError
 
 if TYPE_CHECKING:
     from mlpcli.config import Config
@@ -244,14 +245,23 @@ def save_many(paths: list[str | Path], arrays: dict[str, np.ndarray], meta: dict
                 shutil.copyfile(tmp, other)
             os.replace(other, path)
         os.replace(tmp, first)
+        for folder in {p.parent for p in paths}:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # make the renames themselves durable
+            finally:
+                os.close(fd)
+    except OSError as e:  # a full disk, a read-only or vanished folder
+        raise MlpcliError(
+            f"cannot write checkpoint {first}: {e.strerror or e}; "
+            "the checkpoints saved before are unchanged"
+        ) from None
     finally:
-        tmp.unlink(missing_ok=True)
-    for folder in {p.parent for p in paths}:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # make the renames themselves durable
-        finally:
-            os.close(fd)
+        with contextlib.suppress(OSError):  # leftovers are ignored by readers anyway
+            tmp.unlink(missing_ok=True)
+            for path in paths[1:]:
+                for left in path.parent.glob(f".{path.name}.{os.getpid()}.*.tmp"):
+                    left.unlink(missing_ok=True)
 
 
 def save(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -398,4 +408,7 @@ def rotate(directory: Path, keep_last: int) -> None:
     """Delete all but the newest `keep_last` epoch-NNNN.npz files."""
     files = sorted(directory.glob("epoch-*.npz"))
     for old in files[: max(len(files) - keep_last, 0)]:
-        old.unlink(missing_ok=True)
+        try:
+            old.unlink(missing_ok=True)
+        except OSError as e:
+            raise MlpcliError(f"cannot remove old checkpoint {old}: {e.strerror or e}") from None

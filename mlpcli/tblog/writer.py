@@ -1,19 +1,32 @@
 """The run's TensorBoard writer: `TBLogger`, what the trainer logs through, and
 `_summary_writer_class`, the import of tensorboardX without PyTorch (graph.py calls it too).
 Opening a logger first cuts the run's event files back to the resumed step (events.py).
+
+A file-system fault (a full disk, a read-only or vanished folder) becomes one MlpcliError
+naming the run folder, whether it strikes here or in tensorboardX's writer thread, whose
+death would otherwise print a traceback and then block the next writes forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from mlpcli.tblog.events import truncate_events
+from mlpcli.errors import MlpcliError
+from mlpcli.tblog.events import EVENT_GLOB, truncate_events
 from mlpcli.visualize import encode_png
+
+_PREFIX = "events.out.tfevents."
+_thread_errors: dict[int, BaseException] = {}  # writer thread ident -> what ended it
+_watched: set[int] = set()
 
 
 class TBLogger:
@@ -21,7 +34,16 @@ class TBLogger:
 
     def __init__(self, run_dir: str | Path, start_step: int = 0):
         SummaryWriter = _summary_writer_class()
+        self.run_dir = Path(run_dir)
+        self._events = None
+        with self._writing():
+            self._open(SummaryWriter, start_step)
+        self._events = self._writer._get_file_writer().event_writer
+        _watch(self._events._worker)
+        _never_block(self._events)
 
+    def _open(self, SummaryWriter, start_step: int) -> None:
+        run_dir = self.run_dir
         # Resuming from `start_step`: steps after it written by an earlier attempt go from the
         # files themselves. The purge event below hides them from TensorBoard only, and only
         # when it reads the files in order; tbparse shows them. Resuming from a step-0
@@ -34,18 +56,41 @@ class TBLogger:
         suffix = f".{time.time_ns():020d}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         # The purge/START event is written on fresh runs too: readers then agree that any
         # step after `start_step` seen earlier in the folder is superseded by this file.
+        earlier = sorted(p.name for p in run_dir.glob(EVENT_GLOB))
         self._writer = SummaryWriter(
             str(run_dir), purge_step=start_step + 1, filename_suffix=suffix, flush_secs=10
         )
+        _sort_last(run_dir, suffix, earlier)
+
+    @contextmanager
+    def _writing(self):
+        """Raise the writer thread's fault, or one met here, as one MlpcliError."""
+        worker = self._events._worker if self._events is not None else None
+        if worker is not None and not worker.is_alive():
+            raise self._fault(_thread_errors.get(worker.ident))
+        try:
+            yield
+        except OSError as e:
+            raise self._fault(e) from None
+
+    def _fault(self, error: BaseException | None) -> MlpcliError:
+        why = getattr(error, "strerror", None) or error or "the writer stopped"
+        return MlpcliError(
+            f"{self.run_dir}: cannot write TensorBoard events: {why}; "
+            "the checkpoints saved so far are unchanged"
+        )
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        self._writer.add_scalar(tag, float(value), step)
+        with self._writing():
+            self._writer.add_scalar(tag, float(value), step)
 
     def text(self, tag: str, text: str, step: int) -> None:
-        self._writer.add_text(tag, text, step)
+        with self._writing():
+            self._writer.add_text(tag, text, step)
 
     def histogram(self, tag: str, values, step: int) -> None:
-        self._writer.add_histogram(tag, values, step)
+        with self._writing():
+            self._writer.add_histogram(tag, values, step)
 
     def image(self, tag: str, rgb: np.ndarray, step: int) -> None:
         """An (H, W, 3) or (H, W, 4) uint8 image for the Images tab, PNG-encoded here.
@@ -61,25 +106,100 @@ class TBLogger:
             height=height, width=width, colorspace=channels, encoded_image_string=png
         )
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
-        self._writer._get_file_writer().add_summary(summary, step)
+        with self._writing():
+            self._writer._get_file_writer().add_summary(summary, step)
 
     def graph(self, graph) -> None:
         """A GraphDef (see `graph_def`) for the Graphs tab: an Event's `graph_def` bytes, as
         tensorboardX's add_onnx_graph writes it (its add_graph needs torch). Step 0."""
         from tensorboardX.proto.event_pb2 import Event
 
-        self._writer._get_file_writer().add_event(Event(graph_def=graph.SerializeToString()))
+        with self._writing():
+            self._writer._get_file_writer().add_event(Event(graph_def=graph.SerializeToString()))
 
     def hparams(self, params: dict, metrics: dict, step: int) -> None:
         """Hyperparameters and final metrics for the HParams tab, in the run's `hparams`
         folder: one fixed name, so a resumed run adds to it instead of making a new run."""
-        self._writer.add_hparams(params, metrics, name="hparams", global_step=step)
+        with self._writing():
+            self._writer.add_hparams(params, metrics, name="hparams", global_step=step)
 
     def flush(self) -> None:
-        self._writer.flush()
+        with self._writing():
+            self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        """Close the files. Never raises: a fault here follows one already reported, or
+        loses at most the last unflushed events; the checkpoints are what a run keeps."""
+        writers = [self._events] if self._events is not None else []
+        all_writers = getattr(self, "_writer", None) and self._writer.all_writers or {}
+        writers += [w.event_writer for w in all_writers.values()]
+        for events in dict.fromkeys(writers):  # each once, the run's own first
+            worker = events._worker
+            try:
+                if worker is None or worker.is_alive():
+                    events.close()
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass
+            if not events._closed:  # its thread died or its flush failed: close the file
+                events._closed = True  # as tensorboardX's exit handler then finds it
+                with contextlib.suppress(Exception):
+                    events._ev_writer.close()
+
+
+def _watch(worker: threading.Thread) -> None:
+    """Keep what ends tensorboardX's writer thread for TBLogger, instead of a traceback."""
+    _watched.add(worker.ident)
+    if getattr(threading.excepthook, "_mlpcli", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread
+        if thread is not None and thread.ident in _watched:
+            _thread_errors[thread.ident] = args.exc_value
+            return
+        previous(args)
+
+    hook._mlpcli = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def _never_block(events) -> None:
+    """Make tensorboardX's bounded event queue give up instead of waiting forever when its
+    writer thread has died (a full queue nobody empties): the put raises OSError then."""
+    q, worker = events._event_queue, events._worker
+    put = q.put
+
+    def guarded_put(item, block=True, timeout=None):
+        while True:
+            try:
+                return put(item, timeout=0.5)
+            except queue.Full:
+                if not worker.is_alive():
+                    error = _thread_errors.get(worker.ident)
+                    why = getattr(error, "strerror", None) or str(error or "the writer stopped")
+                    raise OSError(getattr(error, "errno", None), why) from None
+
+    q.put = guarded_put
+
+
+def _sort_last(run_dir: Path, suffix: str, earlier: list[str]) -> None:
+    """Rename the new event file, if needed, so that it sorts after every earlier one.
+
+    Readers load a folder's event files in name order, and tensorboardX starts each name
+    with the wall clock's second: a clock that stepped back would sort a resumed run's file
+    first and make readers drop the steps before it. The order of the files is the order
+    they were made in, so the second in the name is raised past the newest one's. (The
+    writer keeps its open descriptor: renaming the file does not disturb it.)
+    """
+    found = list(run_dir.glob(f"{_PREFIX}*{suffix}"))
+    if len(found) != 1 or not earlier or found[0].name > earlier[-1]:
+        return
+    new = found[0]
+    second, rest = new.name[len(_PREFIX) :].split(".", 1)
+    newest = earlier[-1][len(_PREFIX) :].split(".", 1)[0]
+    later = max(int(second), int(newest) + 1) if newest.isdigit() else int(second)
+    new.rename(run_dir / f"{_PREFIX}{later:010d}.{rest}")
 
 
 def _summary_writer_class():
