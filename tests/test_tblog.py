@@ -32,7 +32,7 @@ from mlpcli.losses import LOSSES
 from mlpcli.tblog import TBLogger, graph_def, truncate_events
 
 RESUME = 20  # the checkpoint's step
-RUNS = ("plain", "same_second", "torn")
+RUNS = ("plain", "same_second", "torn", "clock_back")
 
 # What every reader must show: the first writer's values up to RESUME, the resumed one's after.
 EXPECTED_SCALARS = {
@@ -230,7 +230,8 @@ def _event_files(run: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory) -> Path:
-    """Three runs resumed from step RESUME: plain, in the same second, over a torn tail."""
+    """Runs resumed from step RESUME: plain, in the same second, over a torn tail, and with
+    a clock that stepped back an hour between the two attempts."""
     root = tmp_path_factory.mktemp("logdir")
     for name in RUNS:
         run = root / name
@@ -244,6 +245,19 @@ def logdir(tmp_path_factory) -> Path:
             first, second = _event_files(run)  # both there, in the order they were written
             assert first.name.split(".")[3] == second.name.split(".")[3] == "1700000000"
             assert _steps_in(second)[-1] == 40
+        elif name == "clock_back":
+            with pytest.MonkeyPatch.context() as mp:
+                later = types.SimpleNamespace(time=lambda: 1.7e9 + 3600)
+                mp.setattr(tensorboardX.event_file_writer, "time", later)
+                _first_attempt(run)
+                mp.setattr(
+                    tensorboardX.event_file_writer,
+                    "time",
+                    types.SimpleNamespace(time=lambda: 1.7e9),
+                )
+                _resumed(run)
+            first, second = _event_files(run)  # in name order, the resumed file still last
+            assert _steps_in(second)[-1] == 40 and _steps_in(first)[-1] <= RESUME
         else:
             _first_attempt(run)
             if name == "torn":  # killed halfway through writing a record
