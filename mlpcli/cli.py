@@ -33,7 +33,10 @@ SetOpt = Annotated[
 
 
 def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    """One `error:` line: control characters a user's input may carry (a newline in a key
+    or a file name) are shown escaped, never breaking the line."""
+    line = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in message)
+    print(f"error: {line}", file=sys.stderr)
 
 
 def _version(value: bool) -> None:
@@ -131,12 +134,19 @@ def eval_(
     result = inference.evaluate(inference.load(checkpoint), data, target)
     if result["warning"]:
         print(f"warning: {result['warning']}", file=sys.stderr)
-    if as_json:
-        print(json.dumps(result["metrics"]))
+    if as_json:  # strict JSON: a metric that is not a finite number is null
+        finite = {k: v if _finite(v) else None for k, v in result["metrics"].items()}
+        print(json.dumps(finite, allow_nan=False))
         return
     print(f"{checkpoint} on {result['data']}:")
     for key, value in result["metrics"].items():
         print(f"  {key:<10} {value:.6g}" if isinstance(value, float) else f"  {key:<10} {value}")
+
+
+def _finite(value: object) -> bool:
+    import math
+
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 @app.command()

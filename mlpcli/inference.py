@@ -12,7 +12,7 @@ from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config
 from mlpcli.data import load_features, load_labeled, preprocess
-from mlpcli.errors import MlpcliError
+from mlpcli.errors import CheckpointError, MlpcliError
 from mlpcli.losses import as_targets
 from mlpcli.model import MLP, standardize
 
@@ -71,6 +71,11 @@ def _scale(loaded: Loaded) -> tuple | None:
     return preprocess.device_scale(loaded.backend, mean, std, loaded.config.dtype)
 
 
+# Overflow shows in the results (non-finite outputs, a NaN loss), never as stray warnings.
+_QUIET = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
+@_QUIET
 def forward(loaded: Loaded, x: np.ndarray) -> np.ndarray:
     """Model outputs (host, float64) for raw features x, in batches of bounded memory."""
     scale = _scale(loaded)
@@ -90,6 +95,7 @@ def _scale_y(loaded: Loaded, y: np.ndarray, inverse: bool) -> np.ndarray:
     return preprocess.scale_targets(y, loaded.data("y_mean"), loaded.data("y_std"), inverse)
 
 
+@_QUIET
 def evaluate(loaded: Loaded, source: str | None = None, target: str | None = None) -> dict:
     """Metrics on the run's validation data (or training data without one), or `source`."""
     from mlpcli.data import prepare
@@ -149,6 +155,12 @@ def predict(loaded: Loaded, path: str, proba: bool) -> tuple[list[str], list[np.
         raise MlpcliError("--proba: only for classification models; this one is a regression")
     x = load_features(path, feature_names=loaded.feature_names or None, dtype=cfg.dtype)
     out = forward(loaded, x)
+    bad = int((~np.isfinite(out)).any(axis=1).sum())
+    if bad:
+        raise CheckpointError(
+            f"{loaded.path}: the model's outputs are not finite for {bad} of {len(out)} rows "
+            "(its weights overflow); no predictions were written"
+        )
     if cfg.task == "regression":
         pred = _scale_y(loaded, out, inverse=True)
         names = (

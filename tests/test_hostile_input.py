@@ -191,3 +191,32 @@ def test_a_checkpoint_that_is_a_pipe_is_refused(run, capsys, ws):
     fifo = run / "checkpoints" / "pipe.npz"
     os.mkfifo(fifo)
     _refused(capsys, ws, "inspect", fifo, fragments=(str(fifo), "not a regular file"))
+
+
+def test_a_newline_in_a_key_stays_on_one_error_line(ws, capsys):
+    line = _refused(capsys, ws, "validate", "c.yaml", "--set", "optim\nizer.lr=3")
+    assert "optim\\nizer" in line
+
+
+def test_eval_json_stays_json_when_a_metric_is_not_finite(run, capsys, ws):
+    """Finite weights so large that the outputs overflow: the loss is NaN or inf, and
+    `eval --json` prints null for it rather than the NaN that JSON has no word for."""
+
+    def huge(a):
+        for key in ("params/0/W", "params/1/W"):
+            a[key] = np.full_like(a[key], 3e38)  # the largest float32s: z overflows
+
+    bad = _rewrite(run / "checkpoints" / "last.npz", change_arrays=huge)
+    code, out, err = cli(capsys, "eval", bad, "--json")
+    assert code == 0, err
+    metrics = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert metrics["loss"] is None and metrics["n_samples"] > 0
+
+
+def test_predict_refuses_outputs_that_overflow(run, capsys, ws):
+    def huge(a):
+        for key in ("params/0/W", "params/1/W"):
+            a[key] = np.full_like(a[key], 3e38)
+
+    bad = _rewrite(run / "checkpoints" / "last.npz", change_arrays=huge)
+    _refused(capsys, ws, "predict", bad, "x.npy", fragments=(str(bad), "not finite"))
