@@ -25,6 +25,7 @@ import shutil
 import stat
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,7 +167,7 @@ def _check_meta(meta: dict, where: str) -> None:
     for key, (kind, required) in _META.items():
         value = meta.get(key)
         if value is None:
-            if required:
+            if required or key in meta:
                 raise CheckpointError(f"{where}: meta.{key} is missing")
             continue
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -209,6 +210,9 @@ def check_against(state: Checkpoint, config: Config) -> None:
             raise CheckpointError(
                 f"{state.where}: {STATS}/{name} has shape {a.shape}, the model needs {need}"
             )
+    for mean, std in (("x_mean", "x_std"), ("y_mean", "y_std")):
+        if (mean in state.stats) != (std in state.stats):
+            raise CheckpointError(f"{state.where}: {STATS}/{mean} and {STATS}/{std} go together")
     if config.task == "classification" and "classes" not in state.stats:
         raise CheckpointError(f"{state.where}: {STATS}/classes is missing")
     std = [state.stats[k] for k in ("x_std", "y_std") if k in state.stats]
@@ -286,7 +290,14 @@ def _read_npz(path: Path, where: str, prefix: str = "") -> dict[str, np.ndarray]
         raise CheckpointError(f"{where}: the file is empty")
     _check_zip(path, where)
     try:
-        _check_sizes(path, where, prefix)
+        try:
+            _check_sizes(path, where, prefix)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a header numpy cannot parse, in any way
+            if "allow_pickle" in str(e) or "Object arrays" in str(e):
+                raise
+            raise ValueError(f"a damaged array header ({type(e).__name__})") from None
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files if key.startswith(prefix)}
     except ValueError as e:
@@ -297,7 +308,7 @@ def _read_npz(path: Path, where: str, prefix: str = "") -> dict[str, np.ndarray]
         raise CheckpointError(f"{where}: damaged or not an npz file ({e})") from None
     # zipfile raises all of these for damaged archives (NotImplementedError for a flipped
     # compression method or version field, a RuntimeError subclass)
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{where}: damaged or not an npz file ({e})") from None
 
 
@@ -312,7 +323,13 @@ def _check_sizes(path: Path, where: str, prefix: str) -> None:
                 continue
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
-                read = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise ValueError(f"{info.filename}: unknown .npy version {version}")
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0  # 3.0 differs in encoding only
+                )
                 shape, _, dtype = read(member, max_header_size=1 << 16)
                 claimed = math.prod(shape) * dtype.itemsize
                 if claimed > info.file_size:
@@ -334,7 +351,7 @@ def load(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise CheckpointError(f"{where}: not an mlpcli checkpoint (no `meta` record)")
     try:
         meta = json.loads(str(meta_array))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{where}: damaged `meta` record ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{where}: not an mlpcli checkpoint (meta.format is not {FORMAT})")

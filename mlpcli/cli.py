@@ -228,13 +228,19 @@ def gradcheck(
     config: ConfigArg,
     set_: SetOpt = None,
     samples: Annotated[int, typer.Option(min=1, help="Training samples in the batch.")] = 8,
-    eps: Annotated[float, typer.Option(min=0, help="Finite-difference step.")] = 1e-6,
+    eps: Annotated[float, typer.Option(help="Finite-difference step (> 0).")] = 1e-6,
     max_entries: Annotated[
         int, typer.Option(min=1, help="Entries checked per parameter (a seeded sample).")
     ] = 64,
     tol: Annotated[float, typer.Option(min=0, help="Largest relative error that passes.")] = 1e-6,
 ) -> int:
     """Compare backprop with finite differences (float64); exit 1 when it fails."""
+    import math
+
+    from mlpcli.errors import MlpcliError
+
+    if not (eps > 0 and math.isfinite(eps)):
+        raise MlpcliError(f"--eps: must be a positive number, got {eps}")
     from mlpcli.config import load_config
     from mlpcli.data import prepare
     from mlpcli.gradcheck import check_config
@@ -333,8 +339,12 @@ def main(argv: list[str] | None = None) -> None:
         from mlpcli.stopping import process_ends_with_command
 
         process_ends_with_command()
+    import warnings
+
     try:
-        code = app(args=argv, prog_name="mlpcli", standalone_mode=False)
+        with warnings.catch_warnings():  # stderr holds `error:` and `warning:` lines only;
+            warnings.simplefilter("ignore")  # what matters (a NaN, an inf) is checked
+            code = app(args=argv, prog_name="mlpcli", standalone_mode=False)
     except MlpcliError as e:
         from mlpcli import distributed  # NumPy: only once something has gone wrong
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
-from mlpcli.config import Config
+from mlpcli.config import Config, to_dict
 from mlpcli.data import load_features, load_labeled, preprocess
 from mlpcli.errors import CheckpointError, MlpcliError
 from mlpcli.losses import as_targets
@@ -203,7 +203,7 @@ def summary(loaded: Loaded) -> dict:
         "epoch": meta.get("epoch"),
         "step": meta.get("step"),
         "metrics": meta.get("metrics", {}),
-        "config": meta.get("config"),
+        "config": to_dict(loaded.config),
         "params": params,
         "arrays": arrays,
         "task": loaded.config.task,

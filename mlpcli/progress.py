@@ -45,7 +45,7 @@ class Progress:
             raise CheckpointError(f"{where}: meta.progress is missing or damaged ({e})") from None
         for name, value in fields.items():
             kind = type(cls.__dataclass_fields__[name].default)
-            if value is not None and not _fits(value, kind):
+            if not _fits(value, kind):
                 raise CheckpointError(f"{where}: meta.progress.{name} has the wrong type")
         return progress
 
@@ -75,9 +75,12 @@ def _fits(value: Any, kind: type) -> bool:
     """Whether a JSON value fits a field whose default is of type `kind`."""
     if kind is bool:
         return isinstance(value, bool)
+    if kind is type(None) and value is None:  # best, best_epoch, stop_best: None until set
+        return True
     if kind in (int, float, type(None)):
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        return number and (kind is not int or isinstance(value, int)) and math.isfinite(value)
+        whole = kind is not int or isinstance(value, int)
+        return number and whole and math.isfinite(value) and (kind is not int or value >= 0)
     return isinstance(value, dict)  # metrics
 
 

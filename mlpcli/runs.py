@@ -97,6 +97,8 @@ def run_folder(config: Config, name: str | None) -> Path:
     logdir = Path(config.logging.logdir)
     if name is not None:
         path = logdir / check_run_name(name, "--name")
+        if path.is_symlink():
+            raise MlpcliError(f"--name: {path} is a symbolic link; a run folder is a real folder")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             what = "is not empty" if path.is_dir() else "is a file"
             raise MlpcliError(
@@ -146,6 +148,11 @@ def _resume(path: str | Path, reporter: Any, stop: StopRequest, **options: Any) 
             "checkpoint, never through a link into another run"
         )
     run_dir = run_folder_of(state.path)
+    for inside in (run_dir / "checkpoints", run_dir / "hparams"):
+        if inside.is_symlink():
+            raise CheckpointError(
+                f"{inside}: is a symbolic link; resume writes only inside its run folder"
+            )
     config = resume_config(state, options["overrides"], options["epochs"], options["device"])
     ckpt.check_against(state, config)
     backend = get_backend(config.device)

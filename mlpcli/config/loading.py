@@ -79,12 +79,15 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
             loader.dispose()
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply (at most {MAX_DEPTH})") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, KeyError) as e:
+        # a tagged value PyYAML cannot build (`!!timestamp x`, `!!binary` of bad base64, ...)
+        raise ConfigError(f"{where}: invalid YAML value ({e})") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{where}{line}: invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: invalid YAML: {e}") from None
+        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(e).split())}") from None
     lines: dict[tuple, int] = {}
     if node is not None:
         _collect_lines(node, (), lines)
