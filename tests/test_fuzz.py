@@ -1728,7 +1728,6 @@ def test_checkpoints(data, workspaces, base_run):
         case = Case(args, files=files, base_run=True, **LINK_CASES[how])
         case.why = how
         case.files["elsewhere/checkpoints/last.npz"] = Lazy("base last.npz")
-        case.files["outside.bin"] = b"outside\n"
         case.files["outside.yaml"] = base_yaml()
         case.files["elsewhere/keep.txt"] = b"keep\n"
     else:
