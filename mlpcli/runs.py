@@ -108,6 +108,7 @@ def run_folder(config: Config, name: str | None) -> Path:
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         prefix = check_run_name(config.name, "name")
+        check_run_name(f"{prefix}-{stamp}-99", "name")  # the folder's name must fit too
         path = logdir / f"{prefix}-{stamp}"
         n = 1
         while path.exists():  # two runs started in the same second

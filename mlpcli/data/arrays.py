@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpcli import memory
 from mlpcli.data._common import (
     _Bounded,
     _cast,
@@ -149,6 +150,8 @@ def _regression_targets(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _labels_from_array(arr: np.ndarray, task: str, where: str) -> np.ndarray:
+    # labels become int64 / float64, then sorted into classes: about three 8-byte copies
+    memory.require(arr.size * 8 * 3, f"{where}: {arr.size:,} labels", DataError)
     if task == "classification":
         return _class_labels(arr, where)
     return _regression_targets(arr, where)
