@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import snapshot, user_error
+from helpers import python_default_warnings, snapshot, user_error
 
 from mlpcli import cli
 
@@ -76,15 +76,6 @@ class Payload:
         return (io.open, (self.path, "w"))
 
 
-def _python_default_warnings() -> None:
-    """The warning filters of a plain `python` process (what a user's terminal shows)."""
-    warnings.resetwarnings()
-    warnings.simplefilter("default")
-    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-        warnings.filterwarnings("ignore", category=category)
-    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
-
-
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """Run `mlpcli ARGS` in-process: (exit code, stdout, stderr) as a terminal would see them.
 
@@ -94,7 +85,7 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     capsys.readouterr()
     tb = ""
     with warnings.catch_warnings(record=True) as caught:
-        _python_default_warnings()
+        python_default_warnings()
         try:
             cli.main([str(a) for a in args])
         except SystemExit as e:

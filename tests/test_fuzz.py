@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from helpers import python_default_warnings
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -329,15 +330,6 @@ def bounded():
         signal.signal(signal.SIGALRM, previous)
 
 
-def _python_default_warnings() -> None:
-    """The warning filters of a plain `python` process (what a user's terminal shows)."""
-    warnings.resetwarnings()
-    warnings.simplefilter("default")
-    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-        warnings.filterwarnings("ignore", category=category)
-    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
-
-
 def run_inprocess(args: list[str], cwd: Path) -> Result:
     """`mlpcli ARGS` through the console entry point, in `cwd`, as a terminal would show it:
     Python warnings and library log records (WARNING and up) land on stderr, an escaping
@@ -358,7 +350,7 @@ def run_inprocess(args: list[str], cwd: Path) -> Result:
             contextlib.redirect_stderr(err),
             warnings.catch_warnings(record=True) as caught,
         ):
-            _python_default_warnings()
+            python_default_warnings()
             try:
                 with bounded():
                     main(list(args))
