@@ -142,4 +142,18 @@ def _check_zip(path: Path, where: str) -> None:
     if magic.startswith(b"\x93NUMPY"):
         raise CheckpointError(f"{where}: a bare .npy array, not an npz checkpoint")
     if not magic.startswith(b"PK\x03\x04"):
-        raise CheckpointError(f"{where}: not an npz file (no zip header)")
+        what = "a text file" if _is_text(path) else "not an npz file"
+        raise CheckpointError(
+            f"{where}: expected a checkpoint (.npz, or a run folder), got {what} (no zip header)"
+        )
+
+
+def _is_text(path: Path) -> bool:
+    """Whether the file starts with printable UTF-8 text (a config given for a checkpoint)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)

@@ -138,3 +138,23 @@ def test_a_run_folder_stands_for_its_checkpoints(tmp_path, capsys):
     assert (
         code == 2 and err.startswith(f"error: {empty}: is a directory") and "Traceback" not in err
     )
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("optimizer.learning_rate=0.1", "optimizer.lr"),
+        ("max_iter=5", "train.epochs"),
+        ("hidden_layer_sizes=[8]", "model.layers"),
+        ("random_state=1", "seed"),
+        ("optimizer.lrr=0.1", "did you mean 'lr'"),
+    ],
+)
+def test_keys_from_other_libraries_get_mlpclis_name(capsys, override, hint):
+    code, _, err = cli(capsys, "validate", CONFIGS / "xor.yaml", "--set", override)
+    assert code == 2 and err.count("\n") == 1 and hint in err, err
+
+
+def test_a_config_given_for_a_checkpoint_says_so(capsys):
+    code, _, err = cli(capsys, "eval", CONFIGS / "xor.yaml")
+    assert code == 2 and "expected a checkpoint" in err and "a text file" in err, err

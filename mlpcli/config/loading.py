@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mlpcli.config.messages import _format_errors, did_you_mean
+from mlpcli.config.messages import _format_errors, key_hint
 from mlpcli.config.schema import Config, _field_model, _fields, to_dict
 from mlpcli.errors import ConfigError
 
@@ -172,7 +172,7 @@ def apply_override(raw: dict, key: str, value: Any) -> None:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])} is not a section")
         fields = _fields(model, node)
         if fields is not None and part not in fields:
-            raise ConfigError(f"--set {key}: unknown key {where!r}{did_you_mean(part, fields)}")
+            raise ConfigError(f"--set {key}: unknown key {where!r}{key_hint(part, fields)}")
         if last:
             node[part] = value
             return

@@ -22,6 +22,52 @@ def did_you_mean(word: Any, choices: Any) -> str:
     return f" (did you mean {match!r}?)" if match else ""
 
 
+# Keys people bring from Keras, PyTorch (Lightning) and scikit-learn's MLPClassifier, with
+# the mlpcli key that means the same.
+FOREIGN_KEYS = {
+    "learning_rate": "optimizer.lr",
+    "learning_rate_init": "optimizer.lr",
+    "lr_scheduler": "schedule",
+    "hidden_layer_sizes": "model.layers (a list of {units: N})",
+    "hidden_sizes": "model.layers (a list of {units: N})",
+    "max_iter": "train.epochs",
+    "max_epochs": "train.epochs",
+    "n_epochs": "train.epochs",
+    "num_epochs": "train.epochs",
+    "epochs": "train.epochs",
+    "batch": "train.batch_size",
+    "batch_size": "train.batch_size",
+    "random_state": "seed",
+    "random_seed": "seed",
+    "solver": "optimizer.name",
+    "alpha": "optimizer.weight_decay",
+    "l2": "optimizer.weight_decay",
+    "beta_1": "optimizer.betas",
+    "beta_2": "optimizer.betas",
+    "epsilon": "optimizer.eps",
+    "validation_split": "data.val_split",
+    "validation_fraction": "data.val_split",
+    "n_iter_no_change": "train.early_stopping.patience",
+    "clipnorm": "train.clip_grad_norm",
+    "gradient_clip_val": "train.clip_grad_norm",
+    "loss_function": "loss",
+    "criterion": "loss",
+    "activation": "model.layers.N.activation",
+    "dropout_rate": "model.layers.N.dropout",
+    "kernel_initializer": "model.init",
+    "log_dir": "logging.logdir",
+}
+
+
+def key_hint(word: Any, fields: Any) -> str:
+    """What to say after 'unknown key': a close key of this section, or the mlpcli key
+    for a name from another library."""
+    close = did_you_mean(word, fields)
+    if close or str(word) not in FOREIGN_KEYS:
+        return close
+    return f" (mlpcli's key for this is {FOREIGN_KEYS[str(word)]})"
+
+
 def _clean_loc(loc: tuple, raw: Any) -> tuple:
     """Drop pydantic's union-branch labels from an error location, keeping real keys."""
     out: list = []
@@ -42,7 +88,7 @@ def _describe(error: dict, loc: tuple, raw: Any) -> str:
     value = error.get("input")
     if kind == "extra_forbidden":
         parent = _fields(_model_at(loc[:-1], raw), _value_at(loc[:-1], raw))
-        return "unknown key" + did_you_mean(loc[-1], parent or [])
+        return "unknown key" + key_hint(loc[-1], parent or [])
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
