@@ -158,3 +158,8 @@ def test_keys_from_other_libraries_get_mlpclis_name(capsys, override, hint):
 def test_a_config_given_for_a_checkpoint_says_so(capsys):
     code, _, err = cli(capsys, "eval", CONFIGS / "xor.yaml")
     assert code == 2 and "expected a checkpoint" in err and "a text file" in err, err
+
+
+def test_a_clash_with_a_set_override_names_the_override(capsys):
+    code, _, err = cli(capsys, "validate", CONFIGS / "xor.yaml", "--set", "loss=mse")
+    assert code == 2 and "model.layers.1.activation" in err and "after --set loss" in err, err

@@ -136,11 +136,13 @@ def _format_errors(
 ) -> str:
     """All validation errors of a config as one line: `file: key: problem (line N); ...`."""
     seen: dict[tuple, list[str]] = {}
+    across: set[tuple] = set()  # faults of a combination of keys, not of one key alone
     for e in error.errors():
         loc = _clean_loc(tuple(e["loc"]), raw)
         err = (e.get("ctx") or {}).get("error")
         if isinstance(err, _KeyError):
             loc = tuple(int(p) if p.isdigit() else p for p in err.key.split("."))
+            across.add(loc)
         elif e["type"].startswith("union_tag"):
             loc = (*loc, "name")  # the fault is the section's `name`, not the section
         phrase = _describe(e, loc, raw)
@@ -157,5 +159,7 @@ def _format_errors(
             )
             continue
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+        if loc in across and labels:  # the file's key clashes with what the options set
+            text += f" (after {', '.join(labels.values())})"
         parts.append(f"{where}: {key}: {text}" + (f" (line {line})" if line else ""))
     return "; ".join(parts)
