@@ -138,10 +138,17 @@ def resume(
     """Continue the run of checkpoint `path` (or of run folder `path`) in its own run
     folder, exactly."""
     with StopRequest(deferred=False) as stop:  # a signal stops at once: nothing written yet
-        return _resume(path, reporter, stop, epochs=epochs, overrides=overrides, device=device)
+        return _resume(path, reporter, stop, epochs, overrides, device)
 
 
-def _resume(path: str | Path, reporter: Any, stop: StopRequest, **options: Any) -> Progress:
+def _resume(
+    path: str | Path,
+    reporter: Any,
+    stop: StopRequest,
+    epochs: int | None,
+    overrides: list[str] | None,
+    device: str | None,
+) -> Progress:
     state = ckpt.read(ckpt.in_run_folder(path, resume=True))
     if state.path.is_symlink():
         raise CheckpointError(
@@ -154,7 +161,7 @@ def _resume(path: str | Path, reporter: Any, stop: StopRequest, **options: Any) 
             raise CheckpointError(
                 f"{inside}: is a symbolic link; resume writes only inside its run folder"
             )
-    config = resume_config(state, options["overrides"], options["epochs"], options["device"])
+    config = resume_config(state, overrides, epochs, device)
     ckpt.check_against(state, config)
     backend = get_backend(config.device)
     data = prepare(config, f"{state.where} (meta.config)")
