@@ -197,10 +197,23 @@ def inspect(
     print(f"  progress   epoch {info['epoch']}, step {info['step']}")
     print(f"  model      {layers}; loss {cfg['loss']}, optimizer {cfg['optimizer']['name']}")
     print(f"  data       {cfg['data']['source']} ({info['task']})")
+    if info["feature_names"]:  # what a `predict` CSV must hold, by name
+        print(f"  inputs     {_listing(info['feature_names'])}")
+    if info["classes"] is not None:
+        print(f"  classes    {_listing(info['classes'])}")
+    width = max([10, *(len(k) for k in info["metrics"])])
     for key, value in info["metrics"].items():
-        print(f"  {key:<10} {value:.6g}")
-    for key, shape in {**info["params"], **info["arrays"]}.items():
-        print(f"  {key:<28} {tuple(shape)}")
+        print(f"  {key:<{width}} {value:.6g}")
+    arrays = {**info["params"], **info["arrays"]}
+    width = max([28, *(len(k) for k in arrays)])
+    for key, shape in arrays.items():
+        print(f"  {key:<{width}} {tuple(shape)}")
+
+
+def _listing(items: list, limit: int = 12) -> str:
+    """'a, b, c' (the first `limit`, then how many in all)."""
+    shown = ", ".join(map(str, items[:limit]))
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 @app.command()

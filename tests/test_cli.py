@@ -163,3 +163,14 @@ def test_a_config_given_for_a_checkpoint_says_so(capsys):
 def test_a_clash_with_a_set_override_names_the_override(capsys):
     code, _, err = cli(capsys, "validate", CONFIGS / "xor.yaml", "--set", "loss=mse")
     assert code == 2 and "model.layers.1.activation" in err and "after --set loss" in err, err
+
+
+def test_inspect_shows_the_inputs_and_classes_and_keeps_its_columns(tmp_path, capsys):
+    args = ("--logdir", tmp_path / "logs", "--name", "r", "-q", "--epochs", "1")
+    assert cli(capsys, "train", CONFIGS / "xor.yaml", *args)[0] == 0
+    code, out, _ = cli(capsys, "inspect", tmp_path / "logs" / "r")
+    assert code == 0
+    lines = out.splitlines()
+    assert "  inputs     x0, x1" in lines and "  classes    0, 1" in lines
+    metrics = [line for line in lines if line.lstrip().startswith(("train/", "val/"))]
+    assert len({line.rindex(" ") for line in metrics}) == 1, metrics  # values line up
