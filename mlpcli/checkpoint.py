@@ -17,6 +17,7 @@ The file itself (never pickled, read within bounds, written atomically) is npzfi
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,18 @@ def in_run_folder(path: str | Path, resume: bool = False) -> Path:
     raise CheckpointError(
         f"{path}: is a directory, not a checkpoint; a run folder holds checkpoints/last.npz"
     )
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (the folder above `checkpoints/`), found
+    without following links."""
+    checkpoint = Path(os.path.abspath(checkpoint))
+    if checkpoint.parent.name != "checkpoints":
+        raise CheckpointError(
+            f"{checkpoint}: not inside a run folder's checkpoints/ folder, so there is no run "
+            "to continue; copy it to RUN/checkpoints/ first"
+        )
+    return checkpoint.parent.parent
 
 
 def read(path: str | Path) -> Checkpoint:

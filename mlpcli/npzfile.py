@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import stat
-import uuid
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from mlpcli import memory
 from mlpcli.errors import CheckpointError, MlpcliError
+from mlpcli.paths import temp_beside
 
 
 def write_atomic(paths: list[str | Path], payload: dict[str, np.ndarray]) -> None:
@@ -34,14 +34,14 @@ def write_atomic(paths: list[str | Path], payload: dict[str, np.ndarray]) -> Non
     """
     paths = [Path(p) for p in paths]
     first = paths[0]
-    tmp = _temp_name(first)
+    tmp = temp_beside(first)
     try:
         with open(tmp, "xb") as f:
             np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
         for path in paths[1:]:
-            other = _temp_name(path)
+            other = temp_beside(path)
             try:
                 os.link(tmp, other)
             except OSError:  # no hard links here: copy instead
@@ -65,11 +65,6 @@ def write_atomic(paths: list[str | Path], payload: dict[str, np.ndarray]) -> Non
             for path in paths[1:]:
                 for left in path.parent.glob(f".{path.name}.{os.getpid()}.*.tmp"):
                     left.unlink(missing_ok=True)
-
-
-def _temp_name(path: Path) -> Path:
-    """A fresh hidden name beside `path` (never matched by epoch-*.npz or *.npz globs)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def read_arrays(path: Path, where: str, prefix: str = "") -> dict[str, np.ndarray]:

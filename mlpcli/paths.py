@@ -85,11 +85,17 @@ def output_file(path: Path, *, flag: str, inputs: Iterable[Path] = (), force: bo
     return path
 
 
+def temp_beside(path: Path) -> Path:
+    """A fresh hidden name beside `path` for an atomic write (never matched by `*.npz`,
+    `epoch-*.npz` or event-file globs, and ignored when a crash leaves it behind)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def write_text(path: Path, text: str, flag: str) -> None:
     """Write `text` to `path` atomically (a temporary file beside it, then a rename), so a
     failure never leaves a half-written or truncated file where a good one was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_beside(path)
     try:
         with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)

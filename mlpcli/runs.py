@@ -8,7 +8,6 @@ and may change only what does not change the model or the meaning of a step (RES
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -155,7 +154,7 @@ def _resume(
             f"{state.path}: is a symbolic link; resume continues a run from its own "
             "checkpoint, never through a link into another run"
         )
-    run_dir = run_folder_of(state.path)
+    run_dir = ckpt.run_folder_of(state.path)
     for inside in (run_dir / "checkpoints", run_dir / "hparams"):
         if inside.is_symlink():
             raise CheckpointError(
@@ -203,15 +202,3 @@ def resume_config(
             f"(e.g. --epochs {done + config.train.epochs if epochs is None else done + 1})"
         )
     return config
-
-
-def run_folder_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to (the folder above `checkpoints/`), found
-    without following links."""
-    checkpoint = Path(os.path.abspath(checkpoint))
-    if checkpoint.parent.name != "checkpoints":
-        raise CheckpointError(
-            f"{checkpoint}: not inside a run folder's checkpoints/ folder, so there is no run "
-            "to continue; copy it to RUN/checkpoints/ first"
-        )
-    return checkpoint.parent.parent
