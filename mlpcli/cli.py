@@ -131,7 +131,8 @@ def eval_(
 
     from mlpcli import inference
 
-    result = inference.evaluate(inference.load(checkpoint), data, target)
+    loaded = inference.load(checkpoint)
+    result = inference.evaluate(loaded, data, target)
     if result["warning"]:
         print(f"warning: {result['warning']}", file=sys.stderr)
     if as_json:  # strict JSON: a metric that is not a finite number is null
@@ -139,8 +140,15 @@ def eval_(
         print(json.dumps(finite, allow_nan=False))
         return
     print(f"{checkpoint} on {result['data']}:")
+    units = {}  # a regression's loss is on the scale the model was trained on
+    if loaded.config.task == "regression":
+        scaled = loaded.config.data.standardize_target
+        units["loss"] = (
+            " (standardized target units)" if scaled else " (the target's units, squared)"
+        )
     for key, value in result["metrics"].items():
-        print(f"  {key:<10} {value:.6g}" if isinstance(value, float) else f"  {key:<10} {value}")
+        text = f"{value:.6g}" if isinstance(value, float) else f"{value}"
+        print(f"  {key:<10} {text}{units.get(key, '')}")
 
 
 def _finite(value: object) -> bool:

@@ -137,9 +137,11 @@ def test_plain_output_has_one_line_per_epoch(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", small_config())
     code, out, err = cli(capsys, "train", config, "--logdir", tmp_path / "logs")
     assert code == 0 and err == ""
-    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
-    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
-    assert "val/accuracy" in epoch_lines[0]
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    assert "val/acc" in lines[header]
+    assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["1/3", "2/3", "3/3"]
+    assert not lines[header + 4].strip()
 
 
 def test_divergence_stops_with_exit_1_and_keeps_a_good_checkpoint(tmp_path, capsys):
