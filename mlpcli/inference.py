@@ -12,7 +12,7 @@ from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
 from mlpcli.data import load_features, load_labeled, preprocess
-from mlpcli.errors import CheckpointError, MlpcliError
+from mlpcli.errors import CheckpointError, DataError, MlpcliError
 from mlpcli.losses import as_targets
 from mlpcli.model import MLP, standardize
 
@@ -115,14 +115,17 @@ def evaluate(loaded: Loaded, source: str | None = None, target: str | None = Non
         spec = {"source": source, "target": target or cfg.data.target, "options": {}}
         if cfg.data.features is not None:
             spec["features"] = cfg.data.features
-        x, y = load_labeled(
-            spec,
-            task=cfg.task,
-            seed=cfg.seed,
-            dtype=cfg.dtype,
-            classes=loaded.classes,
-            feature_names=loaded.feature_names,
-        )
+        try:
+            x, y = load_labeled(
+                spec,
+                task=cfg.task,
+                seed=cfg.seed,
+                dtype=cfg.dtype,
+                classes=loaded.classes,
+                feature_names=loaded.feature_names,
+            )
+        except DataError as e:
+            raise DataError(_eval_names(str(e), cfg)) from None
         if cfg.task == "regression":
             y = _scale_y(loaded, y, inverse=False).astype(x.dtype)
         which = source
@@ -146,6 +149,27 @@ def evaluate(loaded: Loaded, source: str | None = None, target: str | None = Non
         metrics["mae"] = float(np.abs(err).mean())
         metrics["r2"] = 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
     return {"data": which, "metrics": metrics, "warning": warning}
+
+
+def _eval_names(message: str, config: Config) -> str:
+    """A fault of `eval --data` in the names a user has: the data is read like a config's
+    `data` section keyed `--data`, but only `--data` and `--target` are options; the
+    features are the model's (its config's `data.features`, or its input columns)."""
+    features = (
+        "data.features in the checkpoint's config"
+        if config.data.features is not None
+        else "an input column of the model"
+    )
+    for key, name in (
+        (" (set --data.features)", ""),  # the model's features cannot be renamed here
+        ("--data.features", features),
+        ("--data.target", "--target"),
+        ("--data.source", "--data"),
+    ):
+        message = message.replace(key, name)
+    if message.startswith("--data: "):  # it already says where
+        message = message.removesuffix(" (--data)")
+    return message
 
 
 def predict(loaded: Loaded, path: str, proba: bool) -> tuple[list[str], list[np.ndarray]]:

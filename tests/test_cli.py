@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import CONFIGS, REPO, cli, load_last, only_run
+from helpers import CONFIGS, REPO, cli, load_last, only_run, user_error, write_config
 
 from mlpcli.templates import TEMPLATES
 
@@ -174,3 +174,49 @@ def test_inspect_shows_the_inputs_and_classes_and_keeps_its_columns(tmp_path, ca
     assert "  inputs     x0, x1" in lines and "  classes    0, 1" in lines
     metrics = [line for line in lines if line.lstrip().startswith(("train/", "val/"))]
     assert len({line.rindex(" ") for line in metrics}) == 1, metrics  # values line up
+
+
+def test_eval_data_faults_name_options_and_keys_that_exist(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    y = (x[:, 0] > 0).astype(int)
+
+    def csv(name, header):
+        rows = [header] + [f"{a:.4f},{b:.4f},{t}" for (a, b), t in zip(x, y, strict=True)]
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+
+    csv("d.csv", "a,b,target")
+    csv("other.csv", "a,c,target")
+    csv("label.csv", "a,b,label")
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "d.npz", feats=x, y=y)
+    base = {
+        "data": {"source": "d.csv"},
+        "model": {"layers": [{"units": 4}, {"units": 2, "activation": "softmax"}]},
+        "loss": "cross_entropy",
+        "train": {"epochs": 1},
+    }
+    write_config(tmp_path / "c.yaml", base)
+    base["data"]["features"] = ["a", "b"]
+    write_config(tmp_path / "listed.yaml", base)
+    for name in ("c", "listed"):
+        assert cli(capsys, "train", f"{name}.yaml", "--name", name, "-q")[0] == 0
+    cases = [
+        ("c", ["other.csv"], "has no column 'b' (an input column of the model)"),
+        ("listed", ["other.csv"], "has no column 'b' (data.features in the checkpoint's config)"),
+        ("c", ["label.csv"], "has no column 'target' (--target)"),
+        ("c", ["label.csv", "--target", "lab"], "has no column 'lab' (--target)"),
+        ("c", ["x.npy"], "--target: must name the label file (.npy or IDX)"),
+        ("c", ["x.npy", "--target", "nope.npy"], "--target: file not found: nope.npy"),
+        ("listed", ["x.npy", "--target", "y.npy"], "data.features in the checkpoint's config: "),
+        ("listed", ["d.npz"], "data.features in the checkpoint's config: for an .npz file"),
+        ("c", ["d.npz"], "d.npz: no feature array 'x' or 'features'; keys are: feats, y"),
+        ("c", ["nothere.csv"], "error: --data: file not found: nothere.csv"),
+    ]
+    for run, args, fragment in cases:
+        line = user_error(cli(capsys, "eval", f"logs/{run}", "--data", *args), fragment)
+        assert "--data." not in line and "(set " not in line, line
+    code, out, _ = cli(capsys, "eval", "logs/c", "--data", "label.csv", "--target", "label")
+    assert code == 0 and "accuracy" in out
