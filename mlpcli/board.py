@@ -87,7 +87,7 @@ def draws_images(run: Any) -> bool:
 
 def log_images(run: Any, tb: Any) -> None:
     """The decision surface with the training points, and the first layer's lines."""
-    from mlpcli.visualize import decision_surface, hidden_lines
+    from mlpcli.visualize import decision_surface, hidden_units
 
     d = run.data
     x = d.x_train if d.train_rows is None else d.x_train[d.train_rows]
@@ -103,7 +103,8 @@ def log_images(run: Any, tb: Any) -> None:
     tb.image("decision_surface", image, step)
     if len(run.model.layers) > 1:  # a hidden layer: the line each of its units draws
         first = run.model.layers[0]
-        lines = hidden_lines(image, canvas, to_host(first.W), to_host(first.b), d.x_mean, d.x_std)
+        weights = [to_host(first.W), to_host(first.b), to_host(run.model.layers[1].W)]
+        lines = hidden_units(image, canvas, *weights, d.x_mean, d.x_std)
         tb.image("hidden_units", lines, step)
 
 

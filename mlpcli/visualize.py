@@ -277,3 +277,83 @@ def hidden_lines(
     image = np.asarray(canvas_image, dtype=np.float64)[..., :3]
     image = image + (INK - image) * coverage[..., None]
     return np.rint(image).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- hidden-unit picture
+
+MAX_LINES = 8  # more lines than this cross the picture too often to be read
+# A 3 x 5 pixel font for captions: each glyph is five rows of three pixels, '#' inked.
+FONT = {
+    "0": "### #.# #.# #.# ###",
+    "1": ".#. ##. .#. .#. ###",
+    "2": "### ..# ### #.. ###",
+    "3": "### ..# ### ..# ###",
+    "4": "#.# #.# ### ..# ..#",
+    "5": "### #.. ### ..# ###",
+    "6": "### #.. ### #.# ###",
+    "7": "### ..# ..# ..# ..#",
+    "8": "### #.# ### #.# ###",
+    "9": "### #.# ### ..# ###",
+    "A": ".#. #.# ### #.# #.#",
+    "E": "### #.. ##. #.. ###",
+    "F": "### #.. ##. #.. #..",
+    "G": "### #.. #.# #.# ###",
+    "I": "### .#. .#. .#. ###",
+    "L": "#.. #.. #.. #.. ###",
+    "N": "##. #.# #.# #.# #.#",
+    "O": ".#. #.# #.# #.# .#.",
+    "R": "##. #.# ##. #.# #.#",
+    "S": ".## #.. .#. ..# ##.",
+    "T": "### .#. .#. .#. .#.",
+    "U": "#.# #.# #.# #.# ###",
+    " ": "... ... ... ... ...",
+}
+CAPTION_SCALE = 2  # font pixels are this many image pixels wide
+CAPTION_PAD = 3  # px of white around the caption's text
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """`image` with a white band below it holding `text` (FONT's characters) in INK."""
+    glyphs = [np.array([[c == "#" for c in row] for row in FONT[ch].split()]) for ch in text]
+    s, pad = CAPTION_SCALE, CAPTION_PAD
+    line = np.zeros((5, 4 * len(glyphs)), dtype=bool)  # each glyph and a blank column
+    for k, glyph in enumerate(glyphs):
+        line[:, 4 * k : 4 * k + 3] = glyph
+    ink = np.kron(line, np.ones((s, s), dtype=bool))[:, : image.shape[1] - 2 * pad]
+    band = np.full((ink.shape[0] + 2 * pad, image.shape[1], 3), 255, dtype=np.uint8)
+    band[pad : pad + ink.shape[0], pad : pad + ink.shape[1]][ink] = INK
+    return np.concatenate([np.asarray(image)[..., :3], band], axis=0)
+
+
+def strongest_units(W0: np.ndarray, W1: np.ndarray, limit: int) -> np.ndarray:
+    """Indices (ascending) of the `limit` first-layer units with the largest |w_in| |w_out|:
+    how sharp a unit's line is times how much the next layer listens to it."""
+    W0, W1 = np.asarray(W0, dtype=np.float64), np.asarray(W1, dtype=np.float64)
+    strength = np.linalg.norm(W0, axis=0) * np.linalg.norm(W1, axis=1)  # (h,)
+    strength = np.where(np.isfinite(strength), strength, -1.0)
+    if len(strength) <= limit:
+        return np.arange(len(strength))
+    return np.sort(np.argsort(-strength, kind="stable")[:limit])
+
+
+def hidden_units(
+    canvas_image: np.ndarray,
+    canvas: Canvas,
+    W0: np.ndarray,
+    b0: np.ndarray,
+    W1: np.ndarray,
+    x_mean: np.ndarray | None = None,
+    x_std: np.ndarray | None = None,
+    limit: int = MAX_LINES,
+) -> np.ndarray:
+    """The first layer's lines on the decision surface, captioned with which units they are:
+    all of them when there are at most `limit`, else the `limit` strongest (W1: the next
+    layer's weights, (h, k))."""
+    h = np.asarray(W0).shape[-1]
+    keep = strongest_units(W0, W1, limit)
+    W0 = np.asarray(W0)[:, keep]
+    b0 = np.asarray(b0).reshape(-1)[keep]
+    image = hidden_lines(canvas_image, canvas, W0, b0, x_mean, x_std)
+    unit = "UNIT" if h == 1 else "UNITS"
+    text = f"ALL {h} {unit}" if len(keep) == h else f"{len(keep)} STRONGEST OF {h} UNITS"
+    return caption(image, text)
