@@ -33,6 +33,10 @@ BEST_MARK = "*"
 def number(x: float, width: int = 10) -> str:
     """x in 4 significant digits (trailing zeros kept, so a column's values line up: 0.9500,
     1.000, 0.002315), fewer where that would be wider than `width`."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):  # not a number (a metric left undefined): no value
+        return "-"
     for digits in (4, 3, 2, 1):
         text = f"{x:#.{digits}g}"
         text = text.replace(".e", "e").rstrip(".")  # 1235. -> 1235, 1.e-05 -> 1e-05
@@ -386,7 +390,7 @@ class RichReporter(Reporter):
             f"{batch:>{len(str(steps))}}/{steps}",
             running or "loss -",
             f"elapsed {duration(elapsed)} eta {duration(self.eta(run))}",
-            f"{per_second(self._rate)} samples/s" if self._rate else "",
+            f"{per_second(self._rate)} train samples/s" if self._rate else "",
         ]
         fields = [f for f in fields if f]
         room = self.width - len(self._left) - MIN_BAR - 3  # the grid's padding: one per gap

@@ -134,6 +134,7 @@ def test_small_metrics_keep_their_significant_digits():
     assert number(1.234567e-5) == "1.235e-05"
     assert number(0.000651) == "0.0006510"
     assert number(0.95) == "0.9500" and number(1.0) == "1.000"
+    assert number(None) == "-" and number(float("nan")) == "nan"
     assert number(0.000651, 8) == "0.000651" and number(-1.234e-5, 7) == "-1e-05"
     assert all(len(number(x, 7)) <= 7 for x in (1e-300, -3.3e-7, 123456.0, 0.1234567))
     assert duration(0.04) == "0.04s" and duration(4.56) == "4.6s" and duration(125) == "2m05s"
