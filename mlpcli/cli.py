@@ -166,7 +166,7 @@ def predict(
 
     if output is not None:  # checked before any work, so a refusal costs nothing
         output = paths.output_file(output, flag="--output", inputs=[checkpoint, input], force=force)
-    names, columns = inference.predict(inference.load(checkpoint), str(input), proba)
+    names, columns = inference.predict(inference.load(checkpoint), str(input), proba, warn=_warn)
     if output is None:
         inference.write_csv(names, columns, sys.stdout)
         return
@@ -199,6 +199,12 @@ def inspect(
     print(f"  data       {cfg['data']['source']} ({info['task']})")
     if info["feature_names"]:  # what a `predict` CSV must hold, by name
         print(f"  inputs     {_listing(info['feature_names'])}")
+    for column, vocabulary in info["categories"].items():  # one 0/1 input per category
+        shown = [c if c else "(missing)" for c in vocabulary]
+        print(f"  one-hot    {column}: {_listing(shown)}")
+    if info["fill"]:
+        filled = [f"{column} {value:.6g}" for column, value in info["fill"].items()]
+        print(f"  fill       {cfg['data']['missing']}: {_listing(filled)}")
     if info["classes"] is not None:
         print(f"  classes    {_listing(info['classes'])}")
     width = max([10, *(len(k) for k in info["metrics"])])
@@ -208,6 +214,10 @@ def inspect(
     width = max([28, *(len(k) for k in arrays)])
     for key, shape in arrays.items():
         print(f"  {key:<{width}} {tuple(shape)}")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _listing(items: list, limit: int = 12) -> str:
