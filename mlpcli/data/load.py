@@ -134,6 +134,15 @@ def _n_val(n: int, val_split: float) -> int:
     return math.ceil(n * Fraction(Decimal(repr(float(val_split)))))
 
 
+def split_rows(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation rows, training rows) of `n` samples, each sorted: ceil(n * val_split)
+    rows drawn for validation by a shuffle seeded from `seed`."""
+    n_val = min(_n_val(n, val_split), n)
+    perm = generator(seed, "split").permutation(n)
+    # each split keeps the samples' original order; which ones go where is random
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+
 def _keep_rows(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """x[keep] built in place in x's own memory, for sorted unique `keep` (no second copy)."""
     for start, stop in _row_blocks(len(keep), x.shape[1] * x.itemsize):
@@ -216,15 +225,12 @@ def load_dataset(
     # the split is drawn before anything is fitted: statistics come from training rows only
     split = None
     if val_cfg is None and val_split > 0:
-        n_val = _n_val(n, val_split)
-        if n_val >= n:
+        split = split_rows(n, val_split, seed)
+        if len(split[1]) == 0:
             raise DataError(
                 f"data.val_split: {val_split} of {n} samples leaves no training sample "
                 f"({config_file})"
             )
-        perm = generator(seed, "split").permutation(n)
-        # each split keeps the samples' original order; which ones go where is random
-        split = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     encoding = fitted
     if encoding is None and isinstance(train.x, _Columns):
         encoding = fit_encoding(train.x, None if split is None else split[1], tabular.missing)
