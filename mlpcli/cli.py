@@ -238,12 +238,21 @@ def validate(
     cfg = load_config(config, set_)
     data = prepare(cfg, str(config))
     print(to_yaml(cfg), end="")
+    from mlpcli.data.preprocess import unseen_warning
+
     n_val = 0 if data.x_val is None else data.x_val.shape[0]
     kind = f"{len(data.classes)} classes" if data.classes is not None else "regression"
+    columns = ""
+    if data.encoding is not None:  # CSV columns encoded: one input per category
+        columns = f" (from {len(data.encoding.names)} columns, "
+        columns += f"{len(data.encoding.categories)} categorical)"
     print(
         f"# ok: {data.source}: {data.n_train} train / {n_val} validation samples, "
-        f"{data.x_train.shape[1]} features, {kind}"
+        f"{data.x_train.shape[1]} features{columns}, {kind}"
     )
+    unseen = unseen_warning(data.unseen, "the validation data")
+    if unseen:
+        _warn(unseen)
 
 
 @app.command()

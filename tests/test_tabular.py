@@ -436,3 +436,19 @@ def test_cars_example_runs_as_the_readme_says(tmp_path, capsys, monkeypatch):
     assert len(arrays["data/categories/6"]) >= 12  # Year: one category per model year
     code, out, _ = cli(capsys, "inspect", run)
     assert "fill       median: Miles_per_Gallon 23" in out
+
+
+def test_validate_warns_about_categories_only_the_validation_split_has(tmp_path, capsys):
+    table = make_table(80, seed=0)
+    val_rows, _ = split_rows(80, 0.25, seed=0)
+    for i in val_rows[:2]:
+        table["sex"][i] = "unknown"
+    path = write_table(tmp_path / "p.csv", table)
+    config = write_config(tmp_path / "c.yaml", config_for(tmp_path, path, missing="zero"))
+    code, out, err = cli(capsys, "validate", config)
+    assert code == 0
+    assert "8 features (from 4 columns, 2 categorical)" in out
+    assert err == (
+        "warning: the validation data: 2 cells hold categories not seen in the training "
+        "split (sex: 2); encoded as all zeros\n"
+    )
