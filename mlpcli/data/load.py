@@ -1,7 +1,8 @@
-"""The entry points: `load_dataset` (a config's training and validation data, split and
-statistics), `load_features` (predict), `load_labeled` (eval --data) and `prepare`. A
-source is a built-in dataset or a file; `_reader` alone decides which format module reads
-a file, for every caller.
+"""The entry points: `load_dataset` (a config's training and validation data, split, then
+the encoding of CSV columns and the statistics fitted on the training rows), `read_inputs` /
+`load_features` (predict), `load_labeled` (eval --data) and `prepare`. A source is a
+built-in dataset or a file; `_reader` alone decides which format module reads a file, for
+every caller.
 """
 
 from __future__ import annotations
