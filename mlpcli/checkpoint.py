@@ -6,6 +6,8 @@ read with `allow_pickle=False`:
     params/{i}/W, params/{i}/b          the model
     optim/{i}/W/{slot}, optim/...       optimizer state; optim/step its step count
     data/x_mean, data/x_std, ...        standardization statistics and class labels
+    data/fill                           values of missing numeric CSV cells, per input column
+    data/categories/{j}                 the vocabulary of categorical input column j (str)
     meta                                0-d string array holding JSON (format, version,
                                         epoch, step, config, metrics, trainer state)
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 FORMAT = "mlpcli-checkpoint"
 VERSION = 1
 PARAMS, OPTIM, STATS = "params", "optim", "data"  # the key prefixes of the sections
+CATEGORIES = "categories"  # data/categories/{j}: input column j's vocabulary
 
 
 @dataclass
@@ -41,9 +44,11 @@ class Checkpoint:
 
     params: dict[str, np.ndarray]  # "0/W" (fan_in, fan_out), "0/b" (fan_out,), ...
     optim: dict[str, np.ndarray]  # "0/W/exp_avg", ..., "step": the optimizer's state_dict
-    stats: dict[str, np.ndarray]  # "x_mean", "x_std", "y_mean", "y_std", "classes"
+    stats: dict[str, np.ndarray]  # "x_mean", "x_std", "y_mean", "y_std", "classes", "fill"
     meta: dict[str, Any]  # epoch, step, config, metrics, progress, feature_names, ...
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # keys of no section
+    # input column index (into feature_names) -> its sorted categories, a str array
+    categories: dict[int, np.ndarray] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -98,6 +103,7 @@ def pack(state: Checkpoint) -> dict[str, np.ndarray]:
         **prefixed(PARAMS, state.params),
         **prefixed(OPTIM, state.optim),
         **prefixed(STATS, {k: v for k, v in state.stats.items() if v is not None}),
+        **prefixed(f"{STATS}/{CATEGORIES}", {str(j): v for j, v in state.categories.items()}),
         **state.extra,
     }
 
@@ -142,8 +148,18 @@ def read(path: str | Path) -> Checkpoint:
     fields = {"params": PARAMS, "optim": OPTIM, "stats": STATS}
     extra = {k: v for k, v in arrays.items() if k.split("/", 1)[0] not in fields.values()}
     sections = {name: section(arrays, prefix) for name, prefix in fields.items()}
-    state = Checkpoint(**sections, meta=meta, extra=extra, path=path)
+    vocab = section(sections["stats"], CATEGORIES)
+    for name in vocab:
+        del sections["stats"][f"{CATEGORIES}/{name}"]
+    categories = {_column_index(name, str(path)): v for name, v in vocab.items()}
+    state = Checkpoint(**sections, meta=meta, extra=extra, path=path, categories=categories)
     _check_meta(meta, str(path))
+    for j, v in categories.items():
+        what = f"{path}: {STATS}/{CATEGORIES}/{j}"
+        if v.dtype.kind != "U" or v.ndim != 1 or len(v) == 0:
+            raise CheckpointError(f"{what} must be a non-empty 1-d string array")
+        if not (v[1:] > v[:-1]).all():
+            raise CheckpointError(f"{what} must be sorted, each category once")
     for prefix, arrays in ((PARAMS, state.params), (OPTIM, state.optim)):
         for name, a in arrays.items():
             check_finite(a, f"{path}: {prefix}/{name}")
@@ -151,6 +167,13 @@ def read(path: str | Path) -> Checkpoint:
         if name != "classes":
             check_finite(a, f"{path}: {STATS}/{name}")
     return state
+
+
+def _column_index(name: str, where: str) -> int:
+    """j of a data/categories/{j} key: a plain decimal number."""
+    if not name.isdigit() or not name.isascii() or str(int(name)) != name:
+        raise CheckpointError(f"{where}: {STATS}/{CATEGORIES}/{name} is not a column number")
+    return int(name)
 
 
 # meta fields: name -> (the types it may hold, whether a checkpoint must have it)
@@ -197,9 +220,26 @@ def check_finite(a: np.ndarray, what: str) -> None:
 
 
 def check_against(state: Checkpoint, config: Config) -> None:
-    """The stored statistics, class labels and feature names fit the model of `config`."""
+    """The stored statistics, class labels, feature names and vocabularies fit the model of
+    `config`."""
     n_features, n_out = state.n_features, config.model.layers[-1].units
     want = {"x_mean": n_features, "x_std": n_features}
+    names = state.feature_names
+    if "fill" in state.stats or state.categories:
+        # inputs: one per numeric column, one per category of a categorical one
+        width = len(names) + sum(len(v) - 1 for v in state.categories.values())
+        outside = [j for j in state.categories if j >= len(names)]
+        if outside:
+            raise CheckpointError(
+                f"{state.where}: {STATS}/{CATEGORIES}/{outside[0]} names no input column "
+                f"(meta.feature_names has {len(names)})"
+            )
+        if width != n_features:
+            raise CheckpointError(
+                f"{state.where}: the input columns and their categories make {width} inputs, "
+                f"the model has {n_features}"
+            )
+        want["fill"] = len(names)
     if config.task == "regression":
         want.update(y_mean=n_out, y_std=n_out)
     else:
@@ -222,8 +262,7 @@ def check_against(state: Checkpoint, config: Config) -> None:
     std = [state.stats[k] for k in ("x_std", "y_std") if k in state.stats]
     if any((s <= 0).any() for s in std):
         raise CheckpointError(f"{state.where}: a stored standard deviation is not positive")
-    names = state.feature_names
-    if names and len(names) != n_features:
+    if names and len(names) != n_features and not state.categories:
         raise CheckpointError(
             f"{state.where}: meta.feature_names has {len(names)} names for {n_features} features"
         )

@@ -174,7 +174,7 @@ def predict(
 
     if output is not None:  # checked before any work, so a refusal costs nothing
         output = paths.output_file(output, flag="--output", inputs=[checkpoint, input], force=force)
-    names, columns = inference.predict(inference.load(checkpoint), str(input), proba)
+    names, columns = inference.predict(inference.load(checkpoint), str(input), proba, warn=_warn)
     if output is None:
         inference.write_csv(names, columns, sys.stdout)
         return
@@ -207,6 +207,12 @@ def inspect(
     print(f"  data       {cfg['data']['source']} ({info['task']})")
     if info["feature_names"]:  # what a `predict` CSV must hold, by name
         print(f"  inputs     {_listing(info['feature_names'])}")
+    for column, vocabulary in info["categories"].items():  # one 0/1 input per category
+        shown = [c if c else "(missing)" for c in vocabulary]
+        print(f"  one-hot    {column}: {_listing(shown)}")
+    if info["fill"]:
+        filled = [f"{column} {value:.6g}" for column, value in info["fill"].items()]
+        print(f"  fill       {cfg['data']['missing']}: {_listing(filled)}")
     if info["classes"] is not None:
         print(f"  classes    {_listing(info['classes'])}")
     width = max([10, *(len(k) for k in info["metrics"])])
@@ -216,6 +222,10 @@ def inspect(
     width = max([28, *(len(k) for k in arrays)])
     for key, shape in arrays.items():
         print(f"  {key:<{width}} {tuple(shape)}")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _listing(items: list, limit: int = 12) -> str:
@@ -236,12 +246,21 @@ def validate(
     cfg = load_config(config, set_)
     data = prepare(cfg, str(config))
     print(to_yaml(cfg), end="")
+    from mlpcli.data.preprocess import unseen_warning
+
     n_val = 0 if data.x_val is None else data.x_val.shape[0]
     kind = f"{len(data.classes)} classes" if data.classes is not None else "regression"
+    columns = ""
+    if data.encoding is not None:  # CSV columns encoded: one input per category
+        columns = f" (from {len(data.encoding.names)} columns, "
+        columns += f"{len(data.encoding.categories)} categorical)"
     print(
         f"# ok: {data.source}: {data.n_train} train / {n_val} validation samples, "
-        f"{data.x_train.shape[1]} features, {kind}"
+        f"{data.x_train.shape[1]} features{columns}, {kind}"
     )
+    unseen = unseen_warning(data.unseen, "the validation data")
+    if unseen:
+        _warn(unseen)
 
 
 @app.command()

@@ -11,7 +11,7 @@ import numpy as np
 from mlpcli import checkpoint as ckpt
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
-from mlpcli.data import load_features, load_labeled, preprocess
+from mlpcli.data import load_labeled, preprocess, read_inputs
 from mlpcli.errors import CheckpointError, DataError, MlpcliError
 from mlpcli.losses import as_targets
 from mlpcli.model import MLP, standardize
@@ -52,6 +52,11 @@ class Loaded:
     @property
     def feature_names(self) -> list[str]:
         return self.state.feature_names
+
+    @property
+    def encoding(self) -> preprocess.Encoding | None:
+        """How CSV columns become the model's inputs (categories, missing cells), if stored."""
+        return preprocess.stored_encoding(self.state)
 
 
 def load(path: str | Path, device: str = "cpu") -> Loaded:
@@ -102,8 +107,10 @@ def evaluate(loaded: Loaded, source: str | None = None, target: str | None = Non
 
     cfg = loaded.config
     warning = None
-    if source is None:  # the run's own data, re-read
-        data = prepare(cfg, f"{loaded.path} (meta.config)")
+    unseen: dict[str, int] = {}
+    if source is None:  # the run's own data, re-read and encoded as the checkpoint says
+        data = prepare(cfg, f"{loaded.path} (meta.config)", loaded.encoding)
+        unseen = data.unseen
         if data.x_val is not None:
             x, y, which = data.x_val, data.y_val, "validation data"
         else:
@@ -116,19 +123,23 @@ def evaluate(loaded: Loaded, source: str | None = None, target: str | None = Non
         if cfg.data.features is not None:
             spec["features"] = cfg.data.features
         try:
-            x, y = load_labeled(
+            x, y, unseen = load_labeled(
                 spec,
                 task=cfg.task,
                 seed=cfg.seed,
                 dtype=cfg.dtype,
                 classes=loaded.classes,
                 feature_names=loaded.feature_names,
+                encoding=loaded.encoding,
             )
         except DataError as e:
             raise DataError(_eval_names(str(e), cfg)) from None
         if cfg.task == "regression":
             y = _scale_y(loaded, y, inverse=False).astype(x.dtype)
         which = source
+    unseen_text = preprocess.unseen_warning(unseen, which)
+    if unseen_text:
+        warning = f"{warning}; {unseen_text}" if warning else unseen_text
     n = int(x.shape[0])
     if n == 0:
         raise MlpcliError(f"eval: {which} has no samples")
@@ -172,12 +183,23 @@ def _eval_names(message: str, config: Config) -> str:
     return message
 
 
-def predict(loaded: Loaded, path: str, proba: bool) -> tuple[list[str], list[np.ndarray]]:
-    """Column names and columns of predictions for the features in `path`."""
+def predict(
+    loaded: Loaded, path: str, proba: bool, warn: Any = None
+) -> tuple[list[str], list[np.ndarray]]:
+    """Column names and columns of predictions for the features in `path`; `warn` (a
+    callable) receives the warning about categories the model never saw, if any."""
     cfg = loaded.config
     if proba and cfg.task != "classification":
         raise MlpcliError("--proba: only for classification models; this one is a regression")
-    x = load_features(path, feature_names=loaded.feature_names or None, dtype=cfg.dtype)
+    x, unseen = read_inputs(
+        path,
+        feature_names=loaded.feature_names or None,
+        encoding=loaded.encoding,
+        dtype=cfg.dtype,
+    )
+    unseen_text = preprocess.unseen_warning(unseen, path)
+    if unseen_text and warn is not None:
+        warn(unseen_text)
     out = forward(loaded, x)
     bad = int((~np.isfinite(out)).any(axis=1).sum())
     if bad:
@@ -233,4 +255,21 @@ def summary(loaded: Loaded) -> dict:
         "task": loaded.config.task,
         "classes": loaded.classes.tolist() if loaded.classes is not None else None,
         "feature_names": loaded.feature_names,
+        "categories": _categories(loaded),
+        "fill": _fill(loaded),
     }
+
+
+def _categories(loaded: Loaded) -> dict[str, list[str]]:
+    """Each categorical input column's vocabulary ("" is the missing category)."""
+    names = loaded.feature_names
+    return {names[j]: v.tolist() for j, v in sorted(loaded.state.categories.items())}
+
+
+def _fill(loaded: Loaded) -> dict[str, float] | None:
+    """What a missing cell of each numeric input column becomes; None: an error."""
+    fill = loaded.data("fill")
+    if fill is None:
+        return None
+    names, categorical = loaded.feature_names, loaded.state.categories
+    return {names[j]: float(v) for j, v in enumerate(fill) if j not in categorical}

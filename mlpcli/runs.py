@@ -20,6 +20,7 @@ from mlpcli import paths
 from mlpcli.backend import get_backend
 from mlpcli.config import Config, load_config, parse_override, to_yaml
 from mlpcli.data import data_digest, prepare
+from mlpcli.data.preprocess import stored_encoding
 from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError, RunError
 from mlpcli.paths import RunLock, check_run_name
 from mlpcli.progress import Progress
@@ -163,7 +164,7 @@ def _resume(
     config = resume_config(state, overrides, epochs, device)
     ckpt.check_against(state, config)
     backend = get_backend(config.device)
-    data = prepare(config, f"{state.where} (meta.config)")
+    data = prepare(config, f"{state.where} (meta.config)", stored_encoding(state))
     stored = state.meta.get("data_digest")
     if stored not in (None, data_digest(data)):
         raise DataError(

@@ -335,6 +335,7 @@ class Run:
             optim=self.optimizer.state_dict(),
             stats={**preprocess.statistics(d), "classes": d.classes},
             meta=meta,
+            categories=preprocess.categories(d),
         )
 
     def _save_epoch(self, improved: bool) -> None:

@@ -562,7 +562,7 @@ def test_other_npy_files_are_loaded_into_memory(tmp_path, case):
 def test_eval_data_is_loaded_into_memory(tmp_path):
     x, y = numbered_rows(n=30)
     source, target = npy_pair(tmp_path, x, y)
-    features, labels = load_labeled(
+    features, labels, _ = load_labeled(
         {"source": source, "target": target},
         task="classification",
         seed=0,

@@ -445,3 +445,24 @@ def test_without_a_launcher_there_is_one_process_and_no_mpi4py(tmp_path):
     status, out, err = _finish(process)
     assert status == 0, err
     assert out.splitlines()[-1] == "Single 1 0 False"
+
+
+def test_tabular_csv_under_mpi_equals_one_process(tmp_path):
+    """Every process fits the same encoding (categories, fills) on the same training rows."""
+    rng = np.random.default_rng(0)
+    rows = ["a,island,b,target"]
+    for i in range(120):
+        a = "" if i % 7 == 0 else f"{rng.normal():.4f}"
+        island = ["Biscoe", "Dream", "Torgersen", ""][i % 4]
+        rows.append(f"{a},{island},{rng.normal():.4f},{'xy'[i % 3 == 0]}")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    data = {"source": str(tmp_path / "t.csv"), "missing": "mean", "val_split": 0.25}
+    config = _config(tmp_path, TINY, data=data)
+    code, _, err = mlpcli("train", config, "--logdir", tmp_path / "one", "-q", procs=1)
+    assert code == 0, err
+    code, _, err = mlpcli("train", config, "--logdir", tmp_path / "two", "-q")
+    assert code == 0, err
+    one, two = only_run(tmp_path / "one"), only_run(tmp_path / "two")
+    _assert_close(one, two)
+    arrays, _ = load_last(two)
+    assert arrays["data/categories/1"].tolist() == ["", "Biscoe", "Dream", "Torgersen"]

@@ -17,7 +17,8 @@ QUALITY = {
 
 
 def test_every_example_config_is_covered():
-    shipped = {p.stem for p in CONFIGS.glob("*.yaml")} - {"mnist"}
+    # mnist needs its data; cars is exported and trained in test_tabular.py
+    shipped = {p.stem for p in CONFIGS.glob("*.yaml")} - {"mnist", "cars"}
     assert shipped == set(QUALITY)
 
 

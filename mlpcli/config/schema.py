@@ -59,6 +59,18 @@ class Data(Section):
     val: ValData | None = None
     standardize: bool = True
     standardize_target: bool = False
+    # CSV feature columns to one-hot encode: "auto" (the columns holding no number), or names
+    categorical: Literal["auto"] | list[str] = "auto"
+    missing: Literal["error", "mean", "median", "zero"] = "error"  # empty numeric CSV cells
+
+    @field_validator("categorical")
+    @classmethod
+    def _distinct(cls, names: str | list[str]) -> str | list[str]:
+        if isinstance(names, list):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"lists {twice[0]!r} twice")
+        return names
 
 
 # ----------------------------------------------------------------------------- model

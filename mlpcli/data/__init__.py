@@ -15,19 +15,21 @@ Modules, each importing only those listed above it:
 - `builtin`: the built-in (generated) datasets
 - `idx`, `sniff`, `npy`: IDX files; recognising a file's format; .npy data (and .npz members)
 - `csv`, `arrays`: the readers of CSV files and of .npy / .npz files (memory maps)
-- `preprocess`: standardization
+- `preprocess`: what is fitted on the training split: the encoding of CSV columns
+  (categories, missing cells) and standardization
 - `load`: the entry points, the validation split, and `_reader`, the one dispatcher
 """
 
 from mlpcli.data.builtin import DATASETS, TRIANGLE, describe_datasets
 from mlpcli.data.dataset import Dataset, data_digest
-from mlpcli.data.load import load_dataset, load_features, load_labeled, prepare
-from mlpcli.data.preprocess import apply_standardization
+from mlpcli.data.load import load_dataset, load_features, load_labeled, prepare, read_inputs
+from mlpcli.data.preprocess import Encoding, apply_standardization
 
 __all__ = [
     "DATASETS",
     "TRIANGLE",
     "Dataset",
+    "Encoding",
     "apply_standardization",
     "data_digest",
     "describe_datasets",
@@ -35,4 +37,5 @@ __all__ = [
     "load_features",
     "load_labeled",
     "prepare",
+    "read_inputs",
 ]

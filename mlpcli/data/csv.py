@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from mlpcli import memory
 from mlpcli.data._common import _Bounded, _close, _generated_names, _listing, _whole_to_int
-from mlpcli.data.dataset import _Raw, _Request
+from mlpcli.data.dataset import NUMERIC, _Columns, _Raw, _Request, _Tabular
 from mlpcli.errors import DataError
 
 # Memory a CSV file takes as a table of Python strings, about (CPython 3.11, measured on
@@ -101,25 +102,106 @@ def _read_csv(path: str, gz: bool) -> _Table:
     return _Table(path, header, header_line, list(zip(*rows, strict=True)), lines)
 
 
-def _numbers(table: _Table, name: str) -> np.ndarray:
-    """A column as finite float64 numbers; the faulty cell is searched only on failure."""
+# Cells that stand for a missing value in a numeric column (compared case-insensitively).
+# In a categorical column only an empty cell is missing: "NA" may be a name (Namibia).
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null"})
+
+
+def _numbers(
+    table: _Table,
+    name: str,
+    missing: bool = False,
+    parsed: np.ndarray | None = None,
+    hints: tuple[str, str] = ("", ""),
+) -> np.ndarray:
+    """A column as float64 numbers, NaN where a cell is missing when `missing` allows it
+    (else that cell is an error); `parsed`: the column already parsed, when it could be.
+    The faulty cells are searched only on failure; `hints` follow the message of a missing
+    and of a text cell."""
     cells = table.column(name)
+    a = parsed
+    if a is None:
+        try:
+            a = np.array(cells, dtype=np.float64)
+        except ValueError:
+            a = None
+    if a is not None and np.isfinite(a).all():
+        return a
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        text = cell.strip()
+        if text.lower() in MISSING_MARKERS:
+            if missing:
+                out[i] = np.nan
+                continue
+            problem = "empty cell" if not text else f"not a finite number: {text!r}"
+            raise table.cell_error(i, name, problem + hints[0])
+        try:
+            out[i] = float(text)
+        except ValueError:
+            raise table.cell_error(i, name, f"not a number: {text!r}{hints[1]}") from None
+        if not np.isfinite(out[i]):
+            raise table.cell_error(i, name, f"not a finite number: {text!r}")
+    return out
+
+
+def _holds_no_number(table: _Table, name: str) -> bool:
+    """Whether no cell of a column that did not parse as numbers is a number (so it is
+    categorical); a column mixing numbers and text is an error naming its first text cell."""
+    cells = table.column(name)
+    number = text = None
+    for i, cell in enumerate(cells):
+        value = cell.strip()
+        if value.lower() in MISSING_MARKERS:
+            continue
+        try:
+            float(value)
+        except ValueError:
+            text = i if text is None else text
+        else:
+            number = i if number is None else number
+        if number is not None and text is not None:
+            raise table.cell_error(
+                text,
+                name,
+                f"not a number: {cells[text].strip()!r}, in a column of numbers (line "
+                f"{table.lines[number]}: {cells[number].strip()!r}); list {name!r} under "
+                "data.categorical to read every cell of it as a category",
+            )
+    return number is None
+
+
+def _categories(table: _Table, name: str) -> np.ndarray:
+    """A categorical column: its stripped cells as a str array, "" where a cell is empty."""
+    cells = [cell.strip() for cell in table.column(name)]
+    width = max(map(len, cells))
+    memory.require(
+        len(cells) * max(width, 1) * 4,
+        f"{table.path}, column {name!r}: {len(cells)} categories of up to {width} characters",
+        DataError,
+    )
+    return np.array(cells, dtype=f"<U{max(width, 1)}")
+
+
+def _feature_column(table: _Table, name: str, tab: _Tabular) -> np.ndarray:
+    """One feature column as `tab` reads it: float64 numbers (NaN where missing) or, for a
+    categorical column, str cells."""
+    auto = tab.categorical == "auto"
+    if not auto and name in tab.categorical:
+        return _categories(table, name)
     try:
-        a = np.array(cells, dtype=np.float64)
-    except ValueError as e:
-        for i, cell in enumerate(cells):
-            if not cell.strip():
-                raise table.cell_error(i, name, "empty cell") from None
-            try:
-                float(cell)
-            except ValueError:
-                raise table.cell_error(i, name, f"not a number: {cell!r}") from None
-        raise DataError(f"{table.path}, column {name!r}: {e}") from None
-    bad = ~np.isfinite(a)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise table.cell_error(i, name, f"not a finite number: {cells[i].strip()!r}")
-    return a
+        parsed = np.array(table.column(name), dtype=np.float64)
+    except ValueError:
+        parsed = None
+        if auto and _holds_no_number(table, name):
+            return _categories(table, name)
+    hints = ("", "")
+    if not tab.fitted:  # reading training data: the config can change how
+        hints = (
+            " (data.missing: mean, median or zero fills such cells)",
+            f" (list {name!r} under data.categorical if it holds categories)",
+        )
+    return _numbers(table, name, tab.missing != "error", parsed, hints)
 
 
 def _class_cells(table: _Table, name: str) -> np.ndarray:
@@ -157,11 +239,38 @@ def _select_features(table: _Table, wanted: list[str] | None, exclude: list[str]
     return wanted
 
 
-def _csv_features(table: _Table, names: list[str], dtype: np.dtype) -> np.ndarray:
-    x = np.empty((len(table.lines), len(names)), dtype=dtype)
-    for j, name in enumerate(names):
-        x[:, j] = _numbers(table, name)
-    return x
+def _csv_features(
+    table: _Table, names: list[str], dtype: np.dtype, tab: _Tabular = NUMERIC
+) -> np.ndarray | _Columns:
+    """The feature columns `names`: an (n, d) array when every one is numeric and complete,
+    else the columns for an encoding to turn into numbers."""
+    if tab.missing == "error":  # numbers straight into x, until a column is categorical
+        x = np.empty((len(table.lines), len(names)), dtype=dtype)
+        for j, name in enumerate(names):
+            column = _feature_column(table, name, tab)
+            if column.dtype.kind != "f":
+                break
+            x[:, j] = column
+        else:
+            return x
+        del x
+    return _Columns(list(names), [_feature_column(table, name, tab) for name in names])
+
+
+def _check_categorical(table: _Table, names: list[str], targets: list[str], tab: _Tabular):
+    """Each column `data.categorical` lists is a feature column of the table."""
+    if tab.categorical == "auto":
+        return
+    for name in tab.categorical:
+        if name in names:
+            continue
+        if name in targets:
+            why = "is the target"
+        elif name in table.header:
+            why = "is not among data.features"
+        else:
+            why = f"is not a column{_close(name, table.header)}"
+        raise DataError(f"data.categorical: {name!r} of {table.path} {why}")
 
 
 def _names(value: Any, key: str, config_file: str) -> list[str] | None:
@@ -189,7 +298,8 @@ def _load_csv(path, fmt, gz, cfg, req: _Request, key: str, default_features, mma
     if features is None and default_features is not None:
         features = [n for n in default_features if n not in targets]  # the training columns
     names = _select_features(table, features, targets, f"{key}.features")
-    x = _csv_features(table, names, req.dtype)
+    _check_categorical(table, names, targets, req.tabular)
+    x = _csv_features(table, names, req.dtype, req.tabular)
     if req.task == "classification":
         if len(targets) != 1:
             raise DataError(
@@ -202,8 +312,11 @@ def _load_csv(path, fmt, gz, cfg, req: _Request, key: str, default_features, mma
     return _Raw(x, y, names, path, has_names=True)
 
 
-def _load_csv_features(path, fmt, gz, feature_names: list[str] | None, dtype) -> np.ndarray:
-    """(n, d) features of a CSV file, its columns chosen as `load_features` says."""
+def _load_csv_features(
+    path, fmt, gz, feature_names: list[str] | None, dtype, tab: _Tabular = NUMERIC
+) -> np.ndarray | _Columns:
+    """Features of a CSV file, its columns chosen as `load_features` says: (n, d) numbers, or
+    the columns for the model's encoding."""
     table = _read_csv(path, gz)
     names = feature_names
     if names is not None and not all(n in table.header for n in names):
@@ -213,4 +326,4 @@ def _load_csv_features(path, fmt, gz, feature_names: list[str] | None, dtype) ->
         else:
             missing = next(n for n in names if n not in table.header)
             raise table.missing(missing, ", a feature of the model")
-    return _csv_features(table, list(names) if names is not None else table.header, dtype)
+    return _csv_features(table, list(names) if names is not None else table.header, dtype, tab)

@@ -1,12 +1,14 @@
 """The records of the data package: `Dataset`, the host arrays the trainer receives, and
 `data_digest`, its checksum for exact resume; `_Request`, what every reader is asked for,
-and `_Raw`, one source as a reader returns it, before split and scaling.
+`_Tabular`, how CSV feature columns are read, `_Columns`, CSV columns awaiting their fitted
+encoding, and `_Raw`, one source as a reader returns it, before split and scaling.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,11 @@ class Dataset:
     y_mean: np.ndarray | None = None  # (k,) float64, regression with standardize_target
     y_std: np.ndarray | None = None
     source: str = ""
+    # the fitted CSV encoding (preprocess.Encoding: vocabularies, fill values), or None when
+    # the features are numbers as read; feature_names are then its input columns
+    encoding: Any = None
+    # validation cells (column -> count) holding a category the training split lacks
+    unseen: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
@@ -63,6 +70,19 @@ def data_digest(data: Dataset) -> str:
 
 
 @dataclass(frozen=True)
+class _Tabular:
+    """How a CSV's feature columns are read: which are categorical ("auto": those holding no
+    number; else the names listed), and whether a numeric cell may be missing (NaN)."""
+
+    categorical: str | tuple[str, ...] = ()
+    missing: str = "error"  # error | mean | median | zero (any but error: the cell is NaN)
+    fitted: bool = False  # read for an encoding already fitted (validation, eval, predict)
+
+
+NUMERIC = _Tabular()  # numbers only, no missing cells: the reading before categorical data
+
+
+@dataclass(frozen=True)
 class _Request:
     """What every loader needs besides its own config section."""
 
@@ -70,14 +90,30 @@ class _Request:
     seed: int
     dtype: np.dtype
     config_file: str
+    tabular: _Tabular = NUMERIC
+
+
+@dataclass
+class _Columns:
+    """A CSV's feature columns as read, before a fitted encoding turns them into numbers."""
+
+    names: list[str]
+    # per column: float64 (n,) with NaN where a cell is missing, or for a categorical column
+    # its stripped cells as a str array (n,), "" where empty
+    cells: list[np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.cells[0])
 
 
 @dataclass
 class _Raw:
     """One loaded source before split and scaling."""
 
-    # (n, d), requested dtype, C-contiguous; owned and writable, or a read-only np.memmap
-    x: np.ndarray
+    # (n, d), requested dtype, C-contiguous; owned and writable, or a read-only np.memmap;
+    # or CSV columns still to be encoded (categorical columns, missing cells)
+    x: np.ndarray | _Columns
     y: np.ndarray | None  # class labels (n,) int64/float64/str, or regression floats (n, k)
     feature_names: list[str]
     source: str
