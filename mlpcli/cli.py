@@ -358,7 +358,7 @@ def sweep(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials trained at a time.")] = 1,
     logdir: Annotated[str | None, typer.Option(help="Log folder (logging.logdir).")] = None,
     name: Annotated[
-        str | None, typer.Option(help="Sweep folder name (default: NAME-sweep-YYYYmmdd-HHMMSS).")
+        str | None, typer.Option(help="Sweep folder name (default: NAME-YYYYmmdd-HHMMSS).")
     ] = None,
     resume: Annotated[
         Path | None,

@@ -34,8 +34,8 @@ import yaml
 
 from mlpcli import checkpoint as ckpt
 from mlpcli import paths
-from mlpcli.config import load_config, parse_override, to_dict
-from mlpcli.errors import CheckpointError, ConfigError, MlpcliError
+from mlpcli.config import Config, load_config, parse_override, to_dict, validate_dict
+from mlpcli.errors import CheckpointError, ConfigError, MlpcliError, RunError
 from mlpcli.paths import RunLock, check_run_name
 
 FORMAT = "mlpcli-sweep"
@@ -251,13 +251,9 @@ def resume(folder: str | Path, view: Any, *, jobs: int = 1) -> Sweep:
     with StopRequest(deferred=False) as stop:
         sweep = read_sweep(Path(folder))
         with RunLock(sweep.folder):
-            statuses = _recorded_statuses(sweep.folder)
             for stale in sweep.folder.glob(".trial-*.out"):  # of a sweep killed with -9
                 stale.unlink(missing_ok=True)
-            for trial in sweep.trials:
-                _judge(sweep, trial)
-                if trial.status != DONE and statuses.get(trial.name) == DIVERGED:
-                    trial.status = DIVERGED  # it would diverge again, at the same step
+            judge_all(sweep)
             if any(t.status == PENDING for t in sweep.trials):
                 _check_config_unchanged(sweep)
             stop.defer()
@@ -306,12 +302,12 @@ def _new_folder(logdir: Path, prefix: str, name: str | None) -> Path:
             )
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        check_run_name(f"{check_run_name(prefix, 'name')}-sweep-{stamp}-99", "name")
-        path = logdir / f"{prefix}-sweep-{stamp}"
+        check_run_name(f"{check_run_name(prefix, 'name')}-{stamp}-99", "name")
+        path = logdir / f"{prefix}-{stamp}"
         n = 1
-        while path.exists():
+        while path.exists():  # a run or sweep started in the same second
             n += 1
-            path = logdir / f"{prefix}-sweep-{stamp}-{n}"
+            path = logdir / f"{prefix}-{stamp}-{n}"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -387,7 +383,24 @@ def _recorded_statuses(folder: Path) -> dict[str, str]:
         return {}
 
 
-def _judge(sweep: Sweep, trial: Trial) -> None:
+def load(folder: str | Path) -> Sweep:
+    """The sweep in `folder` with each trial's status and results as its folder holds them."""
+    sweep = read_sweep(Path(folder))
+    judge_all(sweep)
+    return sweep
+
+
+def judge_all(sweep: Sweep) -> None:
+    """Every trial's status from its folder; a trial results.csv records as diverged stays
+    so (resumed, it would diverge again at the same step)."""
+    statuses = _recorded_statuses(sweep.folder)
+    for trial in sweep.trials:
+        judge(sweep, trial)
+        if trial.status != DONE and statuses.get(trial.name) == DIVERGED:
+            trial.status = DIVERGED
+
+
+def judge(sweep: Sweep, trial: Trial) -> None:
     """A trial's status and results.csv row from its folder: done, stopped or pending."""
     folder = sweep.folder / trial.name
     last = folder / "checkpoints" / "last.npz"
@@ -417,6 +430,40 @@ def _judge(sweep: Sweep, trial: Trial) -> None:
     for key, value in metrics.items():
         row[f"final_{key}"] = value
     trial.row = row
+
+
+# ----------------------------------------------------------------------------- HParams
+
+
+def trial_config(sweep: Sweep, trial: Trial) -> Config:
+    """A trial's resolved config, from the sweep's stored config and its overrides."""
+    import copy
+
+    return validate_dict(
+        copy.deepcopy(sweep.config), where=str(sweep.folder / "sweep.yaml"), overrides=trial.sets
+    )
+
+
+def experiment_summary(sweep: Sweep) -> dict[str, Any]:
+    """What a sweep-level HParams experiment summary lists: each hyperparameter (as
+    board.hparams names it) whose value differs between the trials, with the values the
+    trials take (its discrete domain, sorted), and the metric tags the trials report.
+
+    A writer of TensorBoard's `_hparams_/experiment` summary takes this as it is; each
+    trial's own session info (hyperparameters and metrics) is written by its run."""
+    from mlpcli.board import hparams
+
+    flat = [hparams(trial_config(sweep, t)) for t in sweep.trials]
+    names = [n for n in flat[0] if any(f.get(n) != flat[0][n] for f in flat)] if flat else []
+    domains = {
+        n: sorted({f[n] for f in flat if n in f}, key=lambda v: (str(type(v)), v)) for n in names
+    }
+    metrics: list[str] = []
+    for t in sweep.trials:
+        metrics += [
+            k[len("final_") :] for k in t.row if k.startswith("final_") and k[6:] not in metrics
+        ]
+    return {"hparams": domains, "metrics": metrics}
 
 
 # ----------------------------------------------------------------------------- results.csv
@@ -611,6 +658,13 @@ def _run(sweep: Sweep, jobs: int, view: Any, stop: Any) -> None:
         error.exit_code = 128 + int(forwarded)
         raise error
     view.finish(sweep, ranked(sweep))
+    failed = [t for t in sweep.trials if t.status == FAILED]
+    if failed:
+        raise RunError(
+            f"{len(failed)} of {len(sweep.trials)} trials failed ({failed[0].name}: "
+            f"{failed[0].message}); once the cause is fixed, finish them with: "
+            f"mlpcli sweep --resume {sweep.folder}"
+        )
 
 
 def _progress(trial: Trial, line: str, view: Any) -> None:
@@ -638,7 +692,7 @@ def _progress(trial: Trial, line: str, view: Any) -> None:
 def _finished(sweep: Sweep, child: _Child, stopping: bool) -> None:
     """Record how a trial's process ended."""
     trial, code = child.trial, child.proc.returncode
-    _judge(sweep, trial)  # done / stopped / pending, from what its folder holds
+    judge(sweep, trial)  # done / stopped / pending, from what its folder holds
     message = child.error_line()
     if code == 0:
         trial.message = ""

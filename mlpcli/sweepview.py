@@ -18,7 +18,7 @@ WIDTH = 100  # a plain line is at most this long
 
 
 def _best(trial: Any) -> str:
-    return "-" if trial.best is None else f"{trial.best:.4f}"
+    return "-" if trial.best is None else f"{trial.best:.4g}"
 
 
 def _overrides(trial: Any) -> str:
@@ -69,13 +69,19 @@ class SweepView:
 
     def finish(self, sweep: Any, ranked: list[Any]) -> None:
         monitor = sweep.trials[0].monitor if sweep.trials else "val/loss"
+        keys = list(sweep.grid)
         table = Table(title=f"{sweep.folder.name}: {len(sweep.trials)} trials", box=None)
-        for column in ("rank", "trial", "status", "epochs", f"best {monitor}", "overrides"):
-            table.add_column(column, justify="right" if column != "overrides" else "left")
+        for column in ("rank", "trial", "status", "epochs", f"best {monitor}"):
+            table.add_column(column, justify="right")
+        for key in keys:
+            table.add_column(key, justify="right", min_width=min(len(key), 24))
         order = ranked + [t for t in sweep.trials if t not in ranked]
         for i, t in enumerate(order):
             rank = str(i + 1) if t in ranked else "-"
-            table.add_row(rank, t.name, t.status, str(t.epoch), _best(t), _overrides(t))
+            values = dict(s.split("=", 1) for s in t.sets)
+            table.add_row(
+                rank, t.name, t.status, str(t.epoch), _best(t), *(values[k] for k in keys)
+            )
         self.console.print(table)
         took = time.perf_counter() - self._t0
         self.console.print(f"done in {took:.1f}s; results in {sweep.folder / 'results.csv'}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,12 @@ def test_a_grid_with_two_jobs_equals_four_train_runs(tmp_path, capsys):
     live = [line for line in result.stdout.splitlines() if line.startswith("trial-")]
     assert {line.split()[1] for line in live} == {"running", "done"}
     assert all(len(line) <= 100 for line in live)
+    # what a sweep-level HParams summary lists: the two tuned knobs and the metrics
+    summary = sweeps.experiment_summary(sweeps.load(folder))
+    domains = sorted(summary["hparams"].values(), key=str)
+    assert len(domains) == 2 and [0.01, 0.1] in domains, summary
+    assert all(len(values) == 2 for values in domains)
+    assert "val/loss" in summary["metrics"] and "val/accuracy" in summary["metrics"]
     # each trial is an ordinary run folder
     code, out, err = cli(capsys, "eval", folder / "trial-001", "--json")
     assert code == 0, err
@@ -172,6 +179,22 @@ def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     again = _sweep("--resume", tmp_path / "s")
     assert again.returncode == 0, again.stderr
     assert _results(tmp_path / "s") == rows
+
+
+def test_early_stopping_ends_a_trial_as_in_train(tmp_path, capsys):
+    # mode max on a falling loss: no gain in epoch 2, so patience 1 stops there
+    stopping = {"monitor": "val/loss", "patience": 1, "mode": "max"}
+    config = small_config(train={"epochs": 6, "batch_size": 32, "early_stopping": stopping})
+    config = write_config(tmp_path / "c.yaml", config)
+    result = _sweep(config, "--grid", "optimizer.lr=[0.01]", "--logdir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert folder.name.startswith("small-")  # the config's name and a timestamp
+    (row,) = _results(folder)
+    assert (row["status"], row["epochs"]) == ("done", "2")
+    code, _, err = cli(capsys, "train", config, "--logdir", tmp_path / "alone", "--name", "r")
+    assert code == 0, err
+    _arrays_equal(folder / "trial-000", tmp_path / "alone" / "r")
 
 
 def _interrupted_sweep(tmp_path: Path, name: str, kill) -> Path:
@@ -329,3 +352,20 @@ def test_grid_values_round_trip_through_set():
         text = sweeps.yaml_value(value)
         assert "\n" not in text
         assert sweeps.parse_override(f"k={text}") == ("k", value)
+
+
+def test_resume_starts_missing_trials_from_the_unchanged_config(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", small_config(train={"epochs": 1}))
+    args = ["--grid", "optimizer.lr=[0.01,0.1]", "--logdir", tmp_path, "--name", "s"]
+    assert _sweep(config, *args).returncode == 0
+    before = (tmp_path / "s" / "results.csv").read_text()
+    last = tmp_path / "s" / "trial-000" / "checkpoints" / "last.npz"
+    kept = (last.stat().st_ino, last.stat().st_mtime_ns)
+    shutil.rmtree(tmp_path / "s" / "trial-001")
+    write_config(config, small_config(train={"epochs": 2}))
+    line = user_error(cli(capsys, "sweep", "--resume", tmp_path / "s"), "changed since")
+    assert str(config) in line
+    write_config(config, small_config(train={"epochs": 1}))
+    assert _sweep("--resume", tmp_path / "s").returncode == 0
+    assert (tmp_path / "s" / "results.csv").read_text() == before
+    assert (last.stat().st_ino, last.stat().st_mtime_ns) == kept  # a finished trial is kept
