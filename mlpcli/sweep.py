@@ -229,13 +229,13 @@ def start(
         width = max(3, len(str(len(trial_sets) - 1)))
         trials = [Trial(f"trial-{i:0{width}d}", sets) for i, sets in enumerate(trial_sets)]
         _check_trials(config_path, trials)
+        stop.defer()  # from here on a stop leaves a sweep that --resume finishes
         folder = _new_folder(Path(base.logging.logdir), base.name, name)
         with RunLock(folder):
-            base = load_config(config_path, None, {"logging.logdir": ("--logdir", str(folder))})
+            base.logging.logdir = str(folder)
             sweep = Sweep(folder, config_path, Path.cwd(), to_dict(base), grid, samples, trials)
             text = yaml.safe_dump(sweep.document(), sort_keys=False, width=100)
             paths.write_text(folder / "sweep.yaml", text, "--logdir")
-            stop.defer()
             write_results(sweep)
             _run(sweep, jobs, view, stop)
     return sweep
