@@ -364,3 +364,32 @@ def test_resume_starts_missing_trials_from_the_unchanged_config(tmp_path, capsys
     assert _sweep("--resume", tmp_path / "s").returncode == 0
     assert (tmp_path / "s" / "results.csv").read_text() == before
     assert (last.stat().st_ino, last.stat().st_mtime_ns) == kept  # a finished trial is kept
+
+
+def test_a_trial_that_fails_otherwise_is_recorded_and_the_sweep_exits_1(tmp_path):
+    rows = ["x0,x1,target"] + [f"{i % 7},{i % 5},{i % 2}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    config = small_config(data={"source": str(tmp_path / "d.csv")}, train={"epochs": 1})
+    config = write_config(tmp_path / "c.yaml", config)
+    args = ["--grid", "optimizer.lr=[0.01,0.1]", "--logdir", tmp_path, "--name", "s"]
+    assert _sweep(config, *args).returncode == 0
+    shutil.rmtree(tmp_path / "s" / "trial-001")
+    (tmp_path / "d.csv").unlink()  # the pending trial's train cannot read its data now
+    result = _sweep("--resume", tmp_path / "s")
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: 1 of 2 trials failed (trial-001: ") and "d.csv" in line
+    assert f"mlpcli sweep --resume {tmp_path / 's'}" in line
+    assert [r["status"] for r in _results(tmp_path / "s")] == ["done", "failed"]
+    assert not list((tmp_path / "s").glob(".trial-*"))  # the output files are gone
+
+
+def test_sigterm_stops_the_sweep_with_143_and_every_trial_resumable(tmp_path):
+    folder, code, out, err = _interrupted_sweep(tmp_path, "t", lambda p: p.send_signal(15))
+    assert code == 143, err
+    (line,) = err.splitlines()
+    assert line.startswith("error: stopped by SIGTERM") and "--resume" in line
+    for row in _results(folder):
+        last = folder / row["trial"] / "checkpoints" / "last.npz"
+        assert row["status"] in ("done", "stopped", "pending"), row
+        assert last.exists() == (row["status"] != "pending"), row
