@@ -366,6 +366,62 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
+@app.command()
+def sweep(
+    config: Annotated[
+        Path | None, typer.Argument(help="The YAML config file.", show_default=False)
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            help="A key as --set takes it and a YAML list of its values: "
+            "--grid optimizer.lr=[0.1,0.01] (repeatable; trials are their product).",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Train N combinations drawn with the config's seed.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials trained at a time.")] = 1,
+    logdir: Annotated[str | None, typer.Option(help="Log folder (logging.logdir).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Sweep folder name (default: NAME-YYYYmmdd-HHMMSS).")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Finish the interrupted sweep in this folder."),
+    ] = None,
+) -> None:
+    """Train one run per combination of a grid of hyperparameters, J at a time."""
+    from mlpcli import sweep as sweeps
+    from mlpcli.errors import MlpcliError
+    from mlpcli.sweepview import view_for
+
+    if resume is not None:
+        given = [
+            f
+            for f, v in (
+                ("CONFIG", config),
+                ("--grid", grid),
+                ("--samples", samples),
+                ("--logdir", logdir),
+                ("--name", name),
+            )
+            if v
+        ]
+        if given:
+            raise MlpcliError(
+                f"--resume: takes the sweep folder alone (and --jobs), not {', '.join(given)}"
+            )
+        sweeps.resume(resume, view_for(), jobs=jobs)
+        return
+    if config is None:
+        raise MlpcliError("sweep: give a CONFIG and --grid KEY=[V1,V2,...], or --resume DIR")
+    sweeps.start(
+        config, grid or [], view_for(), samples=samples, jobs=jobs, logdir=logdir, name=name
+    )
+
+
 def _is_usage_error(e: BaseException) -> bool:
     """Click's UsageError, whether Typer uses click or its own vendored copy of it."""
     return any(c.__name__ == "UsageError" for c in type(e).__mro__)
