@@ -283,9 +283,18 @@ def save(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) 
 def load(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint: (arrays without meta, meta). Any fault is a CheckpointError."""
     path = Path(path)
-    where = str(path)
-    arrays = read_arrays(path, where)
-    meta_array = arrays.pop("meta", None)
+    arrays = read_arrays(path, str(path))
+    return arrays, _meta(arrays.pop("meta", None), str(path))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's meta record alone (epoch, step, metrics, progress), without reading
+    its arrays: cheap enough to follow a run that is writing it."""
+    path = Path(path)
+    return _meta(read_arrays(path, str(path), prefix="meta").get("meta"), str(path))
+
+
+def _meta(meta_array: np.ndarray | None, where: str) -> dict[str, Any]:
     if meta_array is None or meta_array.shape != () or meta_array.dtype.kind != "U":
         raise CheckpointError(f"{where}: not an mlpcli checkpoint (no `meta` record)")
     try:
@@ -298,7 +307,7 @@ def load(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise CheckpointError(
             f"{where}: checkpoint version {meta.get('version')} is newer than this mlpcli reads"
         )
-    return arrays, meta
+    return meta
 
 
 def section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -59,7 +58,6 @@ DONE, DIVERGED, STOPPED, PENDING, FAILED, RUNNING = (
     "running",
 )
 # a child's plain per-epoch line (report.Reporter.epoch_end): "epoch 3/20  train/loss 0.12 ..."
-EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)\s+(.*?)\s+\(")
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -166,7 +164,7 @@ class Trial:
     status: str = PENDING
     epoch: int = 0
     epochs: int = 0
-    best: float | None = None  # of the live view (the children's printed metrics)
+    best: float | None = None  # the best monitored value so far (its last.npz)
     monitor: str = "val/loss"
     mode: str = "min"
     row: dict[str, Any] = field(default_factory=dict)  # its results.csv row, from checkpoints
@@ -539,6 +537,7 @@ class _Child:
         self.output = sweep.folder / f".{trial.name}.out"
         self.lines: list[str] = []
         self._partial = ""
+        self.seen: int | None = None  # the mtime of last.npz when last followed
         with open(self.output, "w", encoding="utf-8") as sink:
             self.proc = subprocess.Popen(
                 args,
@@ -631,12 +630,11 @@ def _run(sweep: Sweep, jobs: int, view: Any, stop: Any) -> None:
                         child.proc.send_signal(stop.signum)
             time.sleep(POLL_S)
             for child in running:
-                for line in child.read():
-                    _progress(child.trial, line, view)
+                child.read()
+                _follow(sweep, child, view)
             for child in [c for c in running if c.proc.poll() is not None]:
                 running.remove(child)
-                for line in child.close():  # what it printed last
-                    _progress(child.trial, line, view)
+                child.close()  # what it printed last, for error_line
                 _finished(sweep, child, forwarded is not None)
                 write_results(sweep)
                 view.update(child.trial)
@@ -667,25 +665,27 @@ def _run(sweep: Sweep, jobs: int, view: Any, stop: Any) -> None:
         )
 
 
-def _progress(trial: Trial, line: str, view: Any) -> None:
-    """Follow a child's plain output: its epoch lines carry the epoch and the metrics."""
-    match = EPOCH_LINE.match(line)
-    if not match:
+def _follow(sweep: Sweep, child: _Child, view: Any) -> None:
+    """Follow a running trial through the meta record of its `last.npz`, which it writes
+    (atomically) at every epoch's end: the epoch and the best monitored value so far."""
+    last = sweep.folder / child.trial.name / "checkpoints" / "last.npz"
+    try:
+        stamp = last.stat().st_mtime_ns
+    except OSError:  # not written yet
         return
-    trial.epoch, trial.epochs = int(match[1]), int(match[2])
-    fields = match[3].split("  ")
-    metrics = {}
-    for item in fields:
-        key, _, value = item.strip().rpartition(" ")
-        try:
-            metrics[key] = float(value)
-        except ValueError:
-            continue
-    value = metrics.get(trial.monitor, metrics.get(trial.monitor.replace("val/", "train/")))
-    if value is not None and (
-        trial.best is None or (value < trial.best if trial.mode == "min" else value > trial.best)
-    ):
-        trial.best = value
+    if stamp == child.seen:
+        return
+    child.seen = stamp
+    try:
+        meta = ckpt.read_meta(last)
+    except CheckpointError:  # judged when the trial ends
+        return
+    trial, progress = child.trial, meta.get("progress") or {}
+    trial.epoch = int(meta.get("epoch") or 0)
+    epochs = ((meta.get("config") or {}).get("train") or {}).get("epochs")
+    trial.epochs = int(epochs or trial.epochs)
+    if isinstance(progress.get("best"), (int, float)):
+        trial.best = float(progress["best"])
     view.update(trial)
 
 
