@@ -454,8 +454,19 @@ DeviceArray.set = _set
 
 
 class _MemoryPool:
+    """cupy.get_default_memory_pool(): nothing cached here (NumPy allocates)."""
+
     def free_bytes(self) -> int:
         return 0
+
+    def used_bytes(self) -> int:
+        return 0
+
+    def total_bytes(self) -> int:
+        return 0
+
+    def free_all_blocks(self) -> None:
+        pass
 
 
 def _mem_get_info() -> tuple[int, int]:
