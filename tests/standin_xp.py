@@ -476,5 +476,8 @@ def _mem_get_info() -> tuple[int, int]:
 xp.cuda.Stream = Stream
 xp.cuda.Event = Event
 xp.cuda.alloc_pinned_memory = alloc_pinned_memory
-xp.cuda.runtime = SimpleNamespace(memGetInfo=_mem_get_info)
-xp.get_default_memory_pool = _MemoryPool
+if not hasattr(xp.cuda, "runtime"):  # added to, not replaced, where the stand-in has one
+    xp.cuda.runtime = SimpleNamespace()
+xp.cuda.runtime.memGetInfo = _mem_get_info
+if not hasattr(xp, "get_default_memory_pool"):
+    xp.get_default_memory_pool = _MemoryPool

@@ -244,6 +244,22 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_exactly(resume_on, tmp_path, s
     _assert_same(straight, last)
 
 
+def test_two_mpi_processes_stream_with_the_bits_of_resident_data(tmp_path):
+    """Each process streams its own rows of every batch (one shard of the last is empty)."""
+    import test_mpi  # skips this test where MPI is not installed
+
+    runs = {}
+    for stream in (False, True):
+        config = test_mpi._config(tmp_path, test_mpi.TINY)
+        code, _, err = test_mpi.mlpcli(
+            "train", config, "--logdir", tmp_path, "--name", f"s{stream}", "-q",
+            "--set", f"data.stream={str(stream).lower()}",
+        )  # fmt: skip
+        assert code == 0, err
+        runs[stream] = tmp_path / f"s{stream}" / "checkpoints" / "last.npz"
+    _assert_same(runs[False], runs[True])
+
+
 # ------------------------------------------------------------------ the choice
 
 
