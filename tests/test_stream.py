@@ -24,7 +24,7 @@ import mlpcli.train
 from mlpcli import checkpoint, feed
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import validate_dict
-from mlpcli.data import prepare
+from mlpcli.data import Dataset, prepare
 from mlpcli.errors import Interrupted
 from mlpcli.report import QuietReporter
 from mlpcli.runs import resume
@@ -339,3 +339,42 @@ def test_a_bad_data_stream_is_a_one_line_error(value, tmp_path, capsys):
     result = cli(capsys, "train", write_config(tmp_path / "d.yaml", raw), "--logdir", tmp_path)
     user_error(result, "d.yaml", "data.stream", "must be auto, true or false", "line")
     assert not any(tmp_path.glob("small-*"))  # no run folder made
+
+
+def test_a_warm_streamed_step_allocates_no_batch_sized_array(tmp_path):
+    """As tests/test_lean.py for resident data, on the CPU (the stand-in copies each step's
+    dropout masks to its "device" in host memory, as CuPy does to the GPU): gathering and
+    copying a streamed batch reuse their buffers, and allocate no more than a resident step."""
+    import test_lean
+
+    rng = np.random.default_rng(0)
+    batch, d = test_lean.BATCH, 300
+    x = rng.standard_normal((25 * batch, d), dtype=np.float32)  # a batch: 75 KiB
+    y = rng.integers(0, 10, len(x))
+    grown = {}
+    for stream in (False, True):
+        config = validate_dict(
+            {
+                "data": {"source": "synthetic", "stream": stream},
+                "model": {
+                    "layers": [
+                        {"units": test_lean.WIDTH, "activation": "relu", "dropout": 0.2},
+                        {"units": 10, "activation": "softmax"},
+                    ]
+                },
+                "train": {"epochs": 3, "batch_size": batch},
+                "logging": {"logdir": str(tmp_path), "every_n_steps": 5},
+                "checkpoint": {"every_n_epochs": 100, "keep_last": 0, "save_best": False},
+            }
+        )
+        data = Dataset(x_train=x, y_train=y, classes=np.arange(10), x_mean=np.zeros(d),
+                       x_std=np.ones(d))  # fmt: skip
+        reporter = test_lean._Measure()
+        run = Run(config, data, reporter, CPU)
+        assert run.feed.streaming is stream
+        (tmp_path / f"{stream}" / "checkpoints").mkdir(parents=True)
+        run.fit(tmp_path / f"{stream}")
+        grown[stream] = (reporter.peak - reporter.base, reporter.current - reporter.base)
+    peak, kept = grown[True]
+    assert peak < batch * d * 4 and peak <= grown[False][0] + 4096, grown
+    assert kept < 16 * 1024, grown  # and nothing accumulates
