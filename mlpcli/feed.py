@@ -22,6 +22,7 @@ import numpy as np
 from mlpcli.backend import Backend
 
 STREAM_SHARE = 0.5  # resident data may take at most this share of the device's free memory
+STAGE_BYTES = 64 * 2**20  # pinned memory through which a memory map moves to the device whole
 
 Span = tuple[int, int]  # rows lo:hi of an epoch's order
 
@@ -67,8 +68,7 @@ class Resident:
 
     def __init__(self, backend, x, y, rows, x_val, y_val, batch_size, eval_batch, dtype):
         self.backend = backend
-        # on the CPU a memory-mapped .npy stays mapped (asarray does not copy it)
-        self.x = backend.asarray(x)
+        self.x = _to_device(backend, x)
         self.y = backend.asarray(y)
         self.rows = rows
         self.n_val = 0 if x_val is None else len(x_val)
@@ -93,6 +93,24 @@ class Resident:
         """The validation data on the device: here one piece, the whole of it."""
         if self.n_val:
             yield self.x_val, self.y_val
+
+
+def _to_device(backend: Backend, x: np.ndarray) -> Any:
+    """x on the device. On the CPU a memory-mapped .npy stays mapped (asarray does not copy
+    it); on a GPU one moves block by block through a pinned buffer of STAGE_BYTES at most,
+    instead of through a staging copy of its whole size that CuPy's pinned pool would keep."""
+    if backend.name == "cpu" or not isinstance(x, np.memmap) or not len(x):
+        return backend.asarray(x)
+    dev = backend.xp.empty(x.shape, x.dtype)
+    rows = max(1, min(len(x), STAGE_BYTES // max(x[:1].nbytes, 1)))
+    stage = backend.pinned_empty((rows, *x.shape[1:]), x.dtype)
+    stream = backend.copy_stream()
+    for lo in range(0, len(x), rows):
+        m = min(rows, len(x) - lo)
+        stage[:m] = x[lo : lo + m]
+        backend.upload(dev[lo : lo + m], stage[:m], stream)
+        stream.synchronize()  # the copy has read the stage before it is refilled
+    return dev
 
 
 class Streaming:

@@ -290,6 +290,26 @@ def test_a_memory_map_or_data_too_large_for_the_device_streams_by_itself(tmp_pat
 # ------------------------------------------------------------------ memory
 
 
+def test_a_resident_memory_map_moves_to_the_device_in_blocks(tmp_path, monkeypatch):
+    """data.stream: false on a GPU copies a memory map whole, through one small pinned
+    buffer rather than a staging copy of the file's size."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(230, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", (x[:, 1] > 0).astype(np.int64))
+    data = {"source": str(tmp_path / "x.npy"), "target": str(tmp_path / "y.npy")}
+    raw = {**CONFIGS["dropout"], "data": {**data, "val_split": 0.3}}
+    monkeypatch.setattr(feed, "STAGE_BYTES", 10 * 5 * 4)  # 10 rows a block: 23 blocks
+    del standin_xp.PINNED[:]
+    run = _run(raw, BACKEND, False)
+    assert isinstance(run.x, DeviceArray) and np.array_equal(run.x.get(), x)
+    assert standin_xp.PINNED == [10 * 5 * 4]
+    _assert_same(
+        _fit(raw, CPU, tmp_path / "cpu", stream=False),
+        _fit(raw, BACKEND, tmp_path / "resident", stream=False),
+    )
+
+
 def test_streaming_holds_two_batches_on_the_device_not_the_data(tmp_path, monkeypatch):
     n, d, bs = 3000, 50, 32
     rng = np.random.default_rng(0)
