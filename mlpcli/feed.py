@@ -33,7 +33,7 @@ def streams(mode: str | bool, backend: Backend, x: np.ndarray, nbytes: int) -> b
         return bool(mode)
     if backend.name == "cpu":  # host memory either way: gathering in place is cheapest
         return False
-    if isinstance(x, np.memmap):  # copying it whole would read the file through a staging copy
+    if isinstance(x, np.memmap):  # a file, which may be larger than the device: batch by batch
         return True
     free = backend.free_bytes()
     return free is not None and nbytes > free * STREAM_SHARE
