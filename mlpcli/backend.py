@@ -6,6 +6,7 @@ and never imports numpy or cupy itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -39,6 +40,65 @@ class Backend:
         """Wait for queued device work (a no-op on the CPU)."""
         if self.name == "cuda":
             self.xp.cuda.get_current_stream().synchronize()
+
+    # ------------------------------------------------------------------ streaming
+    # What mlpcli/feed.py needs to copy batches host -> device on a second stream while the
+    # current stream computes. On the CPU the copies are plain copies, done when called,
+    # and the streams and events are `_HOST_QUEUE`, whose waits have nothing to wait for.
+
+    def free_bytes(self) -> int | None:
+        """Device memory this process may still take: what the driver reports free plus
+        what CuPy's memory pool holds unused; None on the CPU (the data is in host memory)."""
+        if self.name == "cpu":
+            return None
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
+
+    def pinned_empty(self, shape: tuple, dtype: Any) -> np.ndarray:
+        """A host array in page-locked memory, from which a copy to the device can run
+        asynchronously (ordinary memory on the CPU)."""
+        if self.name == "cpu":
+            return np.empty(shape, dtype)
+        dtype = np.dtype(dtype)
+        nbytes = max(math.prod(shape) * dtype.itemsize, 1)
+        return np.ndarray(shape, dtype, buffer=self.xp.cuda.alloc_pinned_memory(nbytes))
+
+    def compute_stream(self) -> Any:
+        """The stream the math runs on: CuPy's current stream."""
+        return _HOST_QUEUE if self.name == "cpu" else self.xp.cuda.get_current_stream()
+
+    def copy_stream(self) -> Any:
+        """A second stream for host -> device copies. Non-blocking: the legacy default
+        stream would otherwise serialize with it; events alone order the two."""
+        return _HOST_QUEUE if self.name == "cpu" else self.xp.cuda.Stream(non_blocking=True)
+
+    def event(self) -> Any:
+        """A CUDA event (record on a stream; wait for it on another stream, or the host)."""
+        return _HOST_QUEUE if self.name == "cpu" else self.xp.cuda.Event(disable_timing=True)
+
+    def upload(self, dst: Any, src: np.ndarray, stream: Any) -> None:
+        """dst[...] = src, a host array, queued on `stream`: asynchronous from pinned memory.
+        `dst` must be C-contiguous (a leading slice of a buffer is)."""
+        if self.name == "cpu":
+            np.copyto(dst, src)
+        else:
+            dst.set(src, stream=stream)
+
+
+class _HostQueue:
+    """The CPU's stream and event: NumPy's work is finished when its call returns."""
+
+    def record(self, stream: Any = None) -> None:
+        pass
+
+    def wait_event(self, event: Any) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+_HOST_QUEUE = _HostQueue()
 
 
 def to_host(a: Any) -> np.ndarray:

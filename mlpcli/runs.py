@@ -32,6 +32,7 @@ from mlpcli.train import Run
 RESUMABLE = (
     "name",
     "device",
+    "data.stream",
     "train.epochs",
     "train.shuffle",
     "train.clip_grad_norm",

@@ -25,6 +25,7 @@ from mlpcli.config import Config, to_dict
 from mlpcli.data import Dataset, data_digest, preprocess
 from mlpcli.distributed import world
 from mlpcli.errors import CheckpointError, Interrupted, RunError
+from mlpcli.feed import make_feed
 from mlpcli.losses import as_targets, correct
 from mlpcli.model import MLP, standardize
 from mlpcli.optim import build_optimizer
@@ -76,27 +77,34 @@ class Run:
                 raise CheckpointError(f"{state.where}: {e}") from None
             self.progress = Progress.from_meta(state.progress, state.where)
 
-        # The data lives on the device whole (on the CPU a memory-mapped .npy stays mapped);
-        # batches are gathered into reused buffers and standardized there, so the raw
-        # features are never copied or rescaled as a whole.
-        self.x = self.backend.asarray(data.x_train)
-        self.rows = data.train_rows  # None, or the rows of x that form the training split
+        # Batches come from the feed: the data on the device whole, or streamed from the host
+        # (data.stream; see feed.py). Either way they are gathered into reused buffers and
+        # standardized there, so the raw features are never copied or rescaled as a whole.
         y = as_targets(config.loss, data.y_train, config.dtype)
-        if self.rows is not None and len(y) == len(data.x_train):
-            y = y[self.rows]
-        self.y = self.backend.asarray(y)
-        self.x_val = self.y_val = None
+        if data.train_rows is not None and len(y) == len(data.x_train):
+            y = y[data.train_rows]
+        y_val = None
         if data.x_val is not None:
-            self.x_val = self.backend.asarray(data.x_val)
-            self.y_val = self.backend.asarray(as_targets(config.loss, data.y_val, config.dtype))
-        # (mean, 1 / std) on the device, or None
-        self.scale = preprocess.device_scale(self.backend, data.x_mean, data.x_std, config.dtype)
+            y_val = as_targets(config.loss, data.y_val, config.dtype)
         self.n_train = data.n_train
         bs = min(config.train.batch_size, self.n_train)
         self.batch_size = bs
         self.steps_per_epoch = math.ceil(self.n_train / bs)
-        self._xb = xp.empty((bs, self.x.shape[1]), config.dtype)
-        self._yb = xp.empty((bs, *self.y.shape[1:]), self.y.dtype)
+        self.feed = make_feed(
+            config.data.stream,
+            self.backend,
+            data.x_train,
+            y,
+            data.train_rows,
+            data.x_val,
+            y_val,
+            bs,
+            EVAL_BATCH,
+            config.dtype,
+        )
+        self.x = self.feed.x  # (N, d) raw features: on the device, or on the host if streamed
+        # (mean, 1 / std) on the device, or None
+        self.scale = preprocess.device_scale(self.backend, data.x_mean, data.x_std, config.dtype)
         dropouts = [(i, spec) for i, spec in enumerate(config.model.layers) if spec.dropout]
         # host buffers for drawing dropout masks: (layer, its rate, uniforms, keep-mask)
         self._dropout = [
@@ -158,13 +166,11 @@ class Run:
         """One epoch (or the rest of one), its validation and checkpoints."""
         cfg, xp, p = self.config, self.xp, self.progress
         e = p.epoch
-        bs, steps = self.batch_size, self.steps_per_epoch
+        steps = self.steps_per_epoch
         if cfg.train.shuffle:
             order = generator(cfg.seed, "shuffle", e).permutation(self.n_train)
         else:
             order = np.arange(self.n_train)
-        x_order = self.backend.asarray(order if self.rows is None else self.rows[order])
-        order = self.backend.asarray(order)
         # Sums of the current logging interval stay on the device (no sync per step); they
         # start from what a stopped run had summed, so a resumed run logs the same bits.
         loss_sum = xp.asarray(p.log_loss, dtype=xp.float64)
@@ -172,19 +178,14 @@ class Run:
         started, first_step = time.perf_counter(), p.step
         self.reporter.epoch_start(self, e)
         shards = self.comm.size
-        for b in range(p.batch, steps):
-            start = b * bs
-            n = min(bs, self.n_train - start)  # the global batch
-            if shards > 1:  # this process's rows of it
-                lo = start + n * self.comm.rank // shards
-                hi = start + n * (self.comm.rank + 1) // shards
-            else:
-                lo, hi = start, start + n
+        spans = [self._rows_of(b) for b in range(p.batch, steps)]
+        batches = self.feed.batches(order, [(lo, hi) for _, _, lo, hi in spans])
+        for b, (start, n, lo, hi), (xb, yb) in zip(
+            range(p.batch, steps), spans, batches, strict=True
+        ):
             m = hi - lo
-            xb = self.backend.take(self.x, x_order[lo:hi], out=self._xb[:m])
             if self.scale is not None:
                 standardize(xp, xb, self.scale, out=xb)
-            yb = self.backend.take(self.y, order[lo:hi], out=self._yb[:m])
             keep = self._keep_masks(n, p.step, lo - start, hi - start) if self._dropout else None
             if m:
                 a = self.model.forward(xb, keep)
@@ -222,6 +223,18 @@ class Run:
         done = p.epoch >= cfg.train.epochs or p.stopped_early
         if self._stopping() and not done:  # a stop as the last epoch ends changes nothing
             self._interrupt()
+
+    def _rows_of(self, b: int) -> tuple[int, int, int, int]:
+        """Batch b of an epoch: (start, n) of the global batch in the epoch's order, and
+        this process's rows lo:hi of it (all of them without MPI)."""
+        start = b * self.batch_size
+        n = min(self.batch_size, self.n_train - start)
+        shards = self.comm.size
+        if shards == 1:
+            return start, n, start, start + n
+        lo = start + n * self.comm.rank // shards
+        hi = start + n * (self.comm.rank + 1) // shards
+        return start, n, lo, hi
 
     def _stopping(self) -> bool:
         """Whether to stop now: under MPI only on the request the processes agreed on in
@@ -271,9 +284,12 @@ class Run:
         metrics = {"train/loss": p.epoch_loss / self.steps_per_epoch}
         if self.classification:
             metrics["train/accuracy"] = p.epoch_hits / p.epoch_seen
-        if self.x_val is not None:
-            total, hits = self.model.evaluate(self.x_val, self.y_val, EVAL_BATCH, self.scale)
-            n_val = self.x_val.shape[0]
+        n_val = self.feed.n_val
+        if n_val:
+            total = hits = None  # device scalars, summed over the pieces the feed gives
+            for x_val, y_val in self.feed.validation():
+                t, h = self.model.evaluate(x_val, y_val, EVAL_BATCH, self.scale)
+                total, hits = (t, h) if total is None else (total + t, hits + h)
             metrics["val/loss"] = float(total) / n_val
             if not math.isfinite(metrics["val/loss"]):
                 self._diverged(metrics["val/loss"], p.epoch)

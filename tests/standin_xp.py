@@ -345,3 +345,139 @@ xp = SimpleNamespace(
 xp.get_array_module = lambda *arrays: xp
 
 BACKEND = Backend("cuda", xp, "stand-in GPU (NumPy behind a CuPy-like wall)")
+
+
+# ---------------------------------------------------------------------- streaming
+# What mlpcli/feed.py uses to stream batches, after CuPy's API: `cuda.Stream`,
+# `cuda.Event`, `cuda.alloc_pinned_memory`, `ndarray.set(arr, stream=)`,
+# `cuda.runtime.memGetInfo` and `get_default_memory_pool().free_bytes()`.
+#
+# The current stream runs everything at once (NumPy underneath). A `Stream` of one's own
+# defers what is queued on it — a copy reads its host source only when it runs — until
+# an event recorded after it is waited for (by the host, or by a stream, which here
+# means at once) or the stream is synchronized. A feeder that reads a device buffer
+# before waiting for its copy, or refills a pinned buffer before its copy ran, therefore
+# sees the wrong rows and loses the CPU's bits.
+
+DEVICE_FREE = 16 * 2**30  # what memGetInfo reports free; tests lower it
+DEVICE_TOTAL = 16 * 2**30
+PINNED: list[int] = []  # the size of each alloc_pinned_memory, in order
+
+
+class Stream:
+    """cupy.cuda.Stream: work queued on it runs when something waits for it."""
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False):
+        self.non_blocking = non_blocking
+        self._queue: list = []  # deferred work, oldest first
+        self._ran = 0  # how many queued items have run
+        self._queued = 0
+
+    def _enqueue(self, work) -> None:
+        self._queue.append(work)
+        self._queued += 1
+
+    def _run_until(self, mark: int) -> None:
+        while self._ran < mark:
+            self._queue.pop(0)()
+            self._ran += 1
+
+    def synchronize(self) -> None:
+        self._run_until(self._queued)
+
+    def wait_event(self, event: Event) -> None:
+        event.synchronize()  # the work behind the event runs before anything queued later
+
+    def record(self, event: Event | None = None) -> Event:
+        event = event if event is not None else Event()
+        event.record(self)
+        return event
+
+
+class Event:
+    """cupy.cuda.Event: marks a point of a stream's queue."""
+
+    def __init__(self, block: bool = False, disable_timing: bool = False, interprocess=False):
+        self._stream: Stream | None = None
+        self._mark = 0
+
+    def record(self, stream: Any = None) -> None:
+        if isinstance(stream, Stream):
+            self._stream, self._mark = stream, stream._queued
+        else:  # the current stream: its work is already done
+            self._stream = None
+
+    def synchronize(self) -> None:
+        if self._stream is not None:
+            self._stream._run_until(self._mark)
+
+    @property
+    def done(self) -> bool:
+        return self._stream is None or self._stream._ran >= self._mark
+
+
+def _wait_event(self, event: Event) -> None:
+    event.synchronize()
+
+
+_Stream.wait_event = _wait_event  # the current stream waits by running the work now
+_Stream.record = Stream.record
+
+
+def alloc_pinned_memory(size: int) -> memoryview:
+    """Page-locked host memory: here ordinary memory, counted in PINNED."""
+    PINNED.append(size)
+    return memoryview(bytearray(size))
+
+
+def _set(self: DeviceArray, arr: Any, stream: Any = None) -> None:
+    """ndarray.set: host -> device copy of a same-shape, same-dtype host array."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
+    if self.dtype != arr.dtype:
+        raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
+    if self.shape != arr.shape:
+        raise ValueError(f"Shape mismatch. Old shape: {self.shape}, new shape: {arr.shape}")
+    if not self._a.flags.c_contiguous:
+        raise RuntimeError("Cannot set to non-contiguous array")
+
+    def copy() -> None:
+        np.copyto(self._a, arr)
+
+    if isinstance(stream, Stream):
+        stream._enqueue(copy)
+    else:
+        copy()
+
+
+DeviceArray.set = _set
+
+
+class _MemoryPool:
+    """cupy.get_default_memory_pool(): nothing cached here (NumPy allocates)."""
+
+    def free_bytes(self) -> int:
+        return 0
+
+    def used_bytes(self) -> int:
+        return 0
+
+    def total_bytes(self) -> int:
+        return 0
+
+    def free_all_blocks(self) -> None:
+        pass
+
+
+def _mem_get_info() -> tuple[int, int]:
+    return DEVICE_FREE, DEVICE_TOTAL
+
+
+xp.cuda.Stream = Stream
+xp.cuda.Event = Event
+xp.cuda.alloc_pinned_memory = alloc_pinned_memory
+if not hasattr(xp.cuda, "runtime"):  # added to, not replaced, where the stand-in has one
+    xp.cuda.runtime = SimpleNamespace()
+xp.cuda.runtime.memGetInfo = _mem_get_info
+if not hasattr(xp, "get_default_memory_pool"):
+    xp.get_default_memory_pool = _MemoryPool

@@ -691,6 +691,7 @@ CONFIG_PATHS: list[tuple] = [
     ("data", "options", "n_features"), ("data", "target"), ("data", "features"),
     ("data", "val_split"), ("data", "val"), ("data", "standardize"),
     ("data", "standardize_target"), ("data", "categorical"), ("data", "missing"),
+    ("data", "stream"),
     ("model",), ("model", "layers"), ("model", "layers", 0), ("model", "layers", 1),
     ("model", "layers", 2), ("model", "init"), ("model", "init_from"),
     *_layer_paths(0), *_layer_paths(1),

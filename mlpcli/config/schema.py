@@ -72,6 +72,17 @@ class Data(Section):
                 raise ValueError(f"lists {twice[0]!r} twice")
         return names
 
+    # batches host -> device per step instead of the data on the device whole (feed.py);
+    # auto: on a GPU, for memory-mapped data or data over half the device's free memory
+    stream: Literal["auto"] | bool = "auto"
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, str) and value == "auto"):
+            return value
+        raise ValueError(f"must be auto, true or false, got {value!r}")
+
 
 # ----------------------------------------------------------------------------- model
 
