@@ -277,3 +277,66 @@ def hidden_lines(
     image = np.asarray(canvas_image, dtype=np.float64)[..., :3]
     image = image + (INK - image) * coverage[..., None]
     return np.rint(image).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- confusion
+
+# Digits 0-9 in a 3 x 5 pixel font (rows top to bottom, "1" = ink), for counts and labels.
+_DIGITS = {
+    str(d): np.array([[c == "1" for c in row] for row in rows.split()], dtype=bool)
+    for d, rows in enumerate(
+        (
+            "111 101 101 101 111",
+            "010 110 010 010 111",
+            "111 001 111 100 111",
+            "111 001 111 001 111",
+            "101 101 111 001 001",
+            "111 100 111 001 111",
+            "111 100 111 101 111",
+            "111 001 001 001 001",
+            "111 101 111 101 111",
+            "111 101 111 001 111",
+        )
+    )
+}
+_FONT_SCALE = 2  # each font pixel is 2 x 2 image pixels
+_ADVANCE = 4 * _FONT_SCALE  # a digit and one pixel of space
+_GLYPH_HEIGHT = 5 * _FONT_SCALE
+GRID = np.array((210, 210, 210), dtype=np.uint8)
+
+
+def _draw_number(image: np.ndarray, text: str, cx: int, cy: int, color: np.ndarray) -> None:
+    """Digits centered on pixel (cx, cy)."""
+    width = len(text) * _ADVANCE - _FONT_SCALE
+    x0, y0 = cx - width // 2, cy - _GLYPH_HEIGHT // 2
+    for k, ch in enumerate(text):
+        glyph = np.kron(_DIGITS[ch], np.ones((_FONT_SCALE, _FONT_SCALE), dtype=bool))
+        x = x0 + k * _ADVANCE
+        image[y0 : y0 + glyph.shape[0], x : x + glyph.shape[1]][glyph] = color
+
+
+def confusion_image(confusion: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a confusion matrix: row i = true class i, column j =
+    predicted class j, each cell holding its count and shaded by its share of the row (the
+    diagonal is each class's recall); class indices along the top and the left."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    n = confusion.shape[0]
+    cell = max(32, len(str(int(confusion.max(initial=0)))) * _ADVANCE + 10)
+    margin = len(str(n - 1)) * _ADVANCE + 12
+    size = margin + n * cell + 1
+    image = np.full((size, size, 3), 255, dtype=np.uint8)
+    share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)  # (n, n)
+    color = WHITE + share[..., None] * (PALETTE[0].astype(np.float64) - WHITE)  # (n, n, 3)
+    for i in range(n):
+        top = margin + i * cell
+        _draw_number(image, str(i), margin // 2, top + cell // 2, INK)  # true class
+        _draw_number(image, str(i), top + cell // 2, margin // 2, INK)  # predicted class
+        for j in range(n):
+            left = margin + j * cell
+            image[top : top + cell, left : left + cell] = np.round(color[i, j]).astype(np.uint8)
+            ink = WHITE.astype(np.uint8) if share[i, j] > 0.5 else INK
+            _draw_number(image, str(confusion[i, j]), left + cell // 2, top + cell // 2, ink)
+    for k in range(n + 1):  # grid lines
+        image[margin + k * cell, margin:] = GRID
+        image[margin:, margin + k * cell] = GRID
+    return image

@@ -28,6 +28,7 @@ from mlpcli.data.csv import _load_csv, _load_csv_features
 from mlpcli.data.dataset import Dataset, _Raw, _Request
 from mlpcli.data.preprocess import _fit_standardization, _standardize_inplace
 from mlpcli.data.sniff import _sniff
+from mlpcli.data.weights import class_weights
 from mlpcli.errors import ConfigError, DataError
 from mlpcli.rng import generator
 
@@ -323,6 +324,10 @@ def prepare(config: Any, where: str) -> Dataset:
         raise ConfigError(
             f"{key}: {units} output units, but the data has "
             f"{data.y_train.shape[1]} target column(s)"
+        )
+    if config.task == "classification":
+        data.class_weight = class_weights(
+            config.train.class_weight, data.classes, data.y_train, where
         )
     return data
 
