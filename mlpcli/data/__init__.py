@@ -16,6 +16,7 @@ Modules, each importing only those listed above it:
 - `idx`, `sniff`, `npy`: IDX files; recognising a file's format; .npy data (and .npz members)
 - `csv`, `arrays`: the readers of CSV files and of .npy / .npz files (memory maps)
 - `preprocess`: standardization
+- `weights`: `train.class_weight` resolved against the training labels (`class_weights`)
 - `load`: the entry points, the validation split, and `_reader`, the one dispatcher
 """
 
