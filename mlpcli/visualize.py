@@ -300,6 +300,9 @@ _DIGITS = {
     )
 }
 _FONT_SCALE = 2  # each font pixel is 2 x 2 image pixels
+_GLYPHS = {
+    ch: g.repeat(_FONT_SCALE, axis=0).repeat(_FONT_SCALE, axis=1) for ch, g in _DIGITS.items()
+}
 _ADVANCE = 4 * _FONT_SCALE  # a digit and one pixel of space
 _GLYPH_HEIGHT = 5 * _FONT_SCALE
 GRID = np.array((210, 210, 210), dtype=np.uint8)
@@ -310,7 +313,7 @@ def _draw_number(image: np.ndarray, text: str, cx: int, cy: int, color: np.ndarr
     width = len(text) * _ADVANCE - _FONT_SCALE
     x0, y0 = cx - width // 2, cy - _GLYPH_HEIGHT // 2
     for k, ch in enumerate(text):
-        glyph = np.kron(_DIGITS[ch], np.ones((_FONT_SCALE, _FONT_SCALE), dtype=bool))
+        glyph = _GLYPHS[ch]
         x = x0 + k * _ADVANCE
         image[y0 : y0 + glyph.shape[0], x : x + glyph.shape[1]][glyph] = color
 
@@ -327,13 +330,14 @@ def confusion_image(confusion: np.ndarray) -> np.ndarray:
     image = np.full((size, size, 3), 255, dtype=np.uint8)
     share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)  # (n, n)
     color = WHITE + share[..., None] * (PALETTE[0].astype(np.float64) - WHITE)  # (n, n, 3)
+    color = np.round(color).astype(np.uint8)
     for i in range(n):
         top = margin + i * cell
         _draw_number(image, str(i), margin // 2, top + cell // 2, INK)  # true class
         _draw_number(image, str(i), top + cell // 2, margin // 2, INK)  # predicted class
         for j in range(n):
             left = margin + j * cell
-            image[top : top + cell, left : left + cell] = np.round(color[i, j]).astype(np.uint8)
+            image[top : top + cell, left : left + cell] = color[i, j]
             ink = WHITE.astype(np.uint8) if share[i, j] > 0.5 else INK
             _draw_number(image, str(confusion[i, j]), left + cell // 2, top + cell // 2, ink)
     for k in range(n + 1):  # grid lines

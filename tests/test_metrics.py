@@ -328,3 +328,20 @@ def test_the_readme_commands_of_this_section_run(tmp_path, capsys):
         code, _, err = cli(capsys, *args)
         assert code == 0, (line, err)
         assert Path(tmp_path / f"r{i}" / "checkpoints" / "last.npz").is_file()
+
+
+def test_confusion_image_shades_each_cell_by_its_share_of_the_row():
+    from mlpcli.visualize import PALETTE, confusion_image
+
+    image = confusion_image(np.array([[4, 0], [1, 1]]))
+    height, width, _ = image.shape
+    assert height == width and image.dtype == np.uint8
+    cell = (width - 1 - 20) // 2  # one-digit labels: a 20-pixel margin
+    corners = {(i, j): image[20 + i * cell + 2, 20 + j * cell + 2] for i in (0, 1) for j in (0, 1)}
+    np.testing.assert_array_equal(corners[0, 0], PALETTE[0])  # all of row 0
+    np.testing.assert_array_equal(corners[0, 1], [255, 255, 255])  # none of it
+    np.testing.assert_array_equal(corners[1, 0], corners[1, 1])  # half each
+    assert 0 < corners[1, 0][0] < 255
+    # the count is written in the cell's middle, in ink that differs from the cell
+    middle = image[20 + cell // 2 - 5 : 20 + cell // 2 + 5, 20 + cell // 2 - 3 : 20 + cell // 2 + 3]
+    assert (middle != PALETTE[0]).any(axis=-1).any()
