@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mlpcli import board, metrics
+from mlpcli import board
 from mlpcli import checkpoint as ckpt
+from mlpcli import metrics as measures
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
 from mlpcli.data import Dataset, data_digest, preprocess
@@ -345,7 +346,7 @@ class Run:
         outputs = to_host(self._val_out)  # one copy an epoch
         if self.classification:
             found["val/accuracy"] = int(hits) / len(outputs)
-            result = metrics.classification(d.y_val, outputs, cfg.loss)
+            result = measures.classification(d.y_val, outputs, cfg.loss)
             found["val/f1_macro"] = result["f1_macro"]
             if "auc" in result and math.isfinite(result["auc"]):  # both classes present
                 found["val/auc"] = result["auc"]
@@ -354,7 +355,7 @@ class Run:
             y_mean, y_std = d.y_mean, d.y_std
             y = preprocess.scale_targets(d.y_val.astype(np.float64), y_mean, y_std, True)
             pred = preprocess.scale_targets(outputs.astype(np.float64), y_mean, y_std, True)
-            result = metrics.regression(y, pred)
+            result = measures.regression(y, pred)
             found["val/mae"] = result["mae"]
             if math.isfinite(result["r2"]):  # targets not all equal
                 found["val/r2"] = result["r2"]
