@@ -94,9 +94,10 @@ def main() -> None:
                 stack.enter_context(run.session(run_folder(run.config, None)))
                 runs[weight] = (run, timer)
             train_ratio, val_ratio, plain_s, val_s = [], [], [], []
-            for _ in range(rounds):
+            for r in range(rounds):
                 seconds = {}
-                for weight, (run, timer) in runs.items():
+                for weight in (None, "balanced") if r % 2 == 0 else ("balanced", None):
+                    run, timer = runs[weight]  # in alternating order: no place is favoured
                     run.train_epoch()
                     seconds[weight] = timer.seconds
                 train_ratio.append(seconds["balanced"] / seconds[None])
