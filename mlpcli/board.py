@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpcli import metrics
 from mlpcli.backend import to_host
 from mlpcli.config import Config, to_dict, to_yaml
 from mlpcli.model import standardize
@@ -117,6 +118,21 @@ def _probabilities(run: Any, points: np.ndarray) -> np.ndarray:
     if run.config.loss == "binary_cross_entropy":
         return np.column_stack([1.0 - out[:, 0], out[:, 0]])
     return out
+
+
+def log_classifier(run: Any, tb: Any, confusion: np.ndarray, outputs: np.ndarray) -> None:
+    """An epoch's validation confusion matrix as an image (up to MAX_CONFUSION_CLASSES
+    classes) and, for a binary model, the precision-recall curve of class 1."""
+    if run.comm.rank != 0:
+        return
+    step = run.progress.step
+    if len(confusion) <= metrics.MAX_CONFUSION_CLASSES:
+        from mlpcli.visualize import confusion_image
+
+        tb.image("val/confusion_matrix", confusion_image(confusion), step)
+    loss = run.config.loss
+    if metrics.is_binary(loss, outputs.shape[1]):
+        tb.pr_curve("val/pr_curve", run.data.y_val, metrics.positive_scores(outputs, loss), step)
 
 
 class _NoLog:

@@ -44,7 +44,7 @@ class Checkpoint:
 
     params: dict[str, np.ndarray]  # "0/W" (fan_in, fan_out), "0/b" (fan_out,), ...
     optim: dict[str, np.ndarray]  # "0/W/exp_avg", ..., "step": the optimizer's state_dict
-    stats: dict[str, np.ndarray]  # "x_mean", "x_std", "y_mean", "y_std", "classes", "fill"
+    stats: dict[str, np.ndarray]  # "x_mean", "x_std", "y_mean", "y_std", "classes", "fill", ...
     meta: dict[str, Any]  # epoch, step, config, metrics, progress, feature_names, ...
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # keys of no section
     # input column index (into feature_names) -> its sorted categories, a str array
@@ -244,6 +244,8 @@ def check_against(state: Checkpoint, config: Config) -> None:
         want.update(y_mean=n_out, y_std=n_out)
     else:
         want["classes"] = 2 if config.loss == "binary_cross_entropy" else n_out
+        if config.train.class_weight is not None:
+            want["class_weight"] = want["classes"]
     for name, a in state.stats.items():
         if name not in want:
             raise CheckpointError(
@@ -259,6 +261,10 @@ def check_against(state: Checkpoint, config: Config) -> None:
             raise CheckpointError(f"{state.where}: {STATS}/{mean} and {STATS}/{std} go together")
     if config.task == "classification" and "classes" not in state.stats:
         raise CheckpointError(f"{state.where}: {STATS}/classes is missing")
+    if "class_weight" in want and "class_weight" not in state.stats:
+        raise CheckpointError(f"{state.where}: {STATS}/class_weight is missing")
+    if "class_weight" in state.stats and (state.stats["class_weight"] <= 0).any():
+        raise CheckpointError(f"{state.where}: {STATS}/class_weight holds a weight <= 0")
     std = [state.stats[k] for k in ("x_std", "y_std") if k in state.stats]
     if any((s <= 0).any() for s in std):
         raise CheckpointError(f"{state.where}: a stored standard deviation is not positive")

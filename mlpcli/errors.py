@@ -56,6 +56,13 @@ class Interrupted(MlpcliError):
 
 
 def closest(word: object, choices: Iterable[object]) -> str | None:
-    """The choice closest to `word` when one is close enough to be a likely typo, else None."""
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    """The choice closest to `word` when one is close enough to be a likely typo, else None.
+
+    A word that begins exactly one choice is taken as that choice cut short ("val/acc")."""
+    names = [str(c) for c in choices]
+    word = str(word)
+    started = [c for c in names if word and c.startswith(word) and c != word]
+    if len(started) == 1:
+        return started[0]
+    match = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     return match[0] if match else None

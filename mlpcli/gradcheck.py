@@ -82,7 +82,8 @@ def check_config(
 ) -> list[ParamCheck]:
     """Gradient check of a config's model in float64 on its first `samples` training rows.
 
-    The model starts from the config's initialization (or `model.init_from`); dropout is off.
+    The model starts from the config's initialization (or `model.init_from`); dropout is off;
+    the loss is weighted by `train.class_weight` as in training.
     """
     from mlpcli.data import apply_standardization
     from mlpcli.losses import as_targets
@@ -103,5 +104,7 @@ def check_config(
         init_params=init,
         where=f"model.init_from: {config.model.init_from}",
     )
+    if data.class_weight is not None:
+        model.class_weight = np.asarray(data.class_weight, dtype=np.float64)
     results = check_gradients(model, x, y, eps=eps, max_entries=max_entries)
     return [replace(r, name=param_key(r.name)) for r in results]  # named as in a checkpoint

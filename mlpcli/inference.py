@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mlpcli import checkpoint as ckpt
+from mlpcli import metrics as measures
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
 from mlpcli.data import load_labeled, preprocess, read_inputs
@@ -67,6 +68,8 @@ def load(path: str | Path, device: str = "cpu") -> Loaded:
     n_features = state.n_features
     backend = get_backend(device)
     model = MLP.build(backend.xp, config, n_features, init_params=state.params, where=state.where)
+    if "class_weight" in state.stats:  # the run's loss weights, so eval's loss is its loss
+        model.class_weight = backend.asarray(state.stats["class_weight"], config.dtype)
     return Loaded(state, config, model, backend)
 
 
@@ -144,21 +147,23 @@ def evaluate(loaded: Loaded, source: str | None = None, target: str | None = Non
     if n == 0:
         raise MlpcliError(f"eval: {which} has no samples")
     xp_y = loaded.backend.asarray(as_targets(cfg.loss, y, cfg.dtype))
-    # the training loss, computed as in training
-    total, hits = loaded.model.evaluate(
-        loaded.backend.asarray(x, cfg.dtype), xp_y, BATCH, _scale(loaded)
+    outputs = loaded.backend.xp.empty((n, loaded.model.layers[-1].fan_out), cfg.dtype)
+    # the training loss (weighted as in training), computed as in training
+    total, norm, hits = loaded.model.evaluate(
+        loaded.backend.asarray(x, cfg.dtype), xp_y, BATCH, _scale(loaded), outputs=outputs
     )
-    metrics: dict[str, Any] = {"loss": float(total) / n, "n_samples": n}
+    metrics: dict[str, Any] = {"loss": float(total) / float(norm), "n_samples": n}
+    out = to_host(outputs).astype(np.float64)
     if cfg.task == "classification":
         metrics["accuracy"] = int(hits) / n
+        found = measures.classification(y, out, cfg.loss)
+        metrics["f1_macro"] = found["f1_macro"]
+        if "auc" in found:
+            metrics["auc"] = found["auc"]
     else:  # errors in the target's original units
-        pred = _scale_y(loaded, forward(loaded, x), inverse=True)
+        pred = _scale_y(loaded, out, inverse=True)
         y_true = _scale_y(loaded, y.astype(np.float64), inverse=True)
-        err = pred - y_true
-        ss_tot = float(((y_true - y_true.mean(axis=0)) ** 2).sum())
-        metrics["mse"] = float((err**2).mean())
-        metrics["mae"] = float(np.abs(err).mean())
-        metrics["r2"] = 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+        metrics.update(measures.regression(y_true, pred))
     return {"data": which, "metrics": metrics, "warning": warning}
 
 

@@ -15,7 +15,7 @@ from mlpcli.activations import ACTIVATIONS, DERIVATIVES, NEEDS_Z
 from mlpcli.checkpoint import check_params
 from mlpcli.errors import ConfigError
 from mlpcli.initializers import init_layer
-from mlpcli.losses import FUSED, LOSSES, correct
+from mlpcli.losses import FUSED, LOSSES, correct, sample_weights
 
 
 class Dense:
@@ -106,6 +106,8 @@ class MLP:
         self.layers = layers
         self.loss = loss
         self.fused = FUSED[loss] == layers[-1].activation
+        # per-class loss weights (C,) on the device (train.class_weight), or None: unweighted
+        self.class_weight: Any = None
         self._grad: Any = None
         # All gradients live in one contiguous buffer (dW0, db0, dW1, ...), each layer's dW
         # and db being views of it: data-parallel training sums it with one Allreduce.
@@ -173,14 +175,25 @@ class MLP:
             x = layer.forward(x, keep[i] if keep else None)
         return x
 
-    def loss_and_backward(self, a: Any, y: Any) -> Any:
-        """Loss of the last forward pass (0-d device array); fills every layer's dW, db."""
+    def _loss(self, a: Any, y: Any, grad: Any, total: Any = None) -> Any:
+        """The loss of outputs a against y, its delta written into grad (see losses.py)."""
+        z = self.layers[-1].z
+        if self.class_weight is None:
+            return LOSSES[self.loss](self.xp, z, a, y, grad)
+        return LOSSES[self.loss](self.xp, z, a, y, grad, weight=self.class_weight, total=total)
+
+    def loss_and_backward(self, a: Any, y: Any, total: Any = None) -> Any:
+        """Loss of the last forward pass (0-d device array); fills every layer's dW, db.
+
+        `total`: with class weights, the normalizer Σ w of the whole (global) batch when
+        this batch is one shard of it; by default this batch's own Σ w.
+        """
         out = self.layers[-1]
         n = a.shape[0]
         if self._grad is None or self._grad.shape[0] < n:
             self._grad = self.xp.empty((max(n, out._cap), out.fan_out), a.dtype)
         grad = self._grad[:n]
-        loss = LOSSES[self.loss](self.xp, out.z, a, y, grad)
+        loss = self._loss(a, y, grad, total)
         dy = grad
         fused = self.fused
         for i in range(len(self.layers) - 1, -1, -1):
@@ -191,18 +204,24 @@ class MLP:
     def loss_value(self, x: Any, y: Any) -> Any:
         """The mean loss on (x, y) without touching the gradients (a 0-d device array)."""
         a = self.forward(x)
-        out = self.layers[-1]
-        return LOSSES[self.loss](self.xp, out.z, a, y, self.xp.empty_like(a))
+        return self._loss(a, y, self.xp.empty_like(a))
 
-    def evaluate(self, x: Any, y: Any, batch_size: int, scale: tuple | None = None):
-        """Summed loss and number correct over (x, y), in batches (device scalars).
+    def evaluate(
+        self, x: Any, y: Any, batch_size: int, scale: tuple | None = None, outputs: Any = None
+    ):
+        """Summed loss, its normalizer and the number correct over (x, y), in batches
+        (device scalars): the mean loss is loss_sum / norm, where norm is the number of
+        samples, or with class weights Σ wᵢ (the loss is then Σ wᵢ lᵢ / Σ wᵢ over all of x).
 
         `scale` = (mean, 1 / std) standardizes each batch of raw features on the way in.
+        `outputs`, an (n, n_outputs) device buffer, receives the model's outputs (for metrics
+        beyond the loss), so the caller copies them to the host once.
         """
         xp = self.xp
         total = xp.zeros((), dtype=xp.float64)
         hits = xp.zeros((), dtype=xp.int64)
-        out = self.layers[-1]
+        weighted = self.class_weight is not None
+        norm = xp.zeros((), dtype=xp.float64) if weighted else x.shape[0]
         buf = xp.empty((min(batch_size, x.shape[0]), x.shape[1]), self.layers[0].W.dtype)
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -210,10 +229,16 @@ class MLP:
             if scale is not None:
                 xb = standardize(xp, xb, scale, out=buf[:n])
             a = self.forward(xb)
-            total += LOSSES[self.loss](xp, out.z, a, yb, xp.empty_like(a)) * n
+            if weighted:  # Σ wᵢ lᵢ of the batch (normalizer 1), and its Σ wᵢ
+                total += self._loss(a, yb, xp.empty_like(a), total=1.0)
+                norm += sample_weights(xp, self.loss, yb, self.class_weight).sum()
+            else:
+                total += self._loss(a, yb, xp.empty_like(a)) * n
             if self.loss != "mse":
                 hits += correct(xp, a, yb, self.loss)
-        return total, hits
+            if outputs is not None:
+                outputs[start : start + n] = a
+        return total, norm, hits
 
 
 def standardize(xp: Any, x: Any, scale: tuple, out: Any) -> Any:

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlpcli.errors import CheckpointError
+from mlpcli.errors import CheckpointError, RunError
 
 
 @dataclass
@@ -88,7 +88,11 @@ def monitored(metrics: dict[str, float], monitor: str) -> float:
     """The monitored metric; val/ falls back to train/ when there is no validation data."""
     if monitor in metrics:
         return metrics[monitor]
-    return metrics[monitor.replace("val/", "train/")]
+    fallback = monitor.replace("val/", "train/")
+    if fallback in metrics:
+        return metrics[fallback]
+    # the config and the data are checked for this before a run starts (train.Run)
+    raise RunError(f"{monitor} was not measured this epoch (measured: {', '.join(metrics)})")
 
 
 def better(value: float, best: float, mode: str, min_delta: float) -> bool:

@@ -20,13 +20,14 @@ import numpy as np
 
 from mlpcli import board
 from mlpcli import checkpoint as ckpt
+from mlpcli import metrics as measures
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import Config, to_dict
 from mlpcli.data import Dataset, data_digest, preprocess
 from mlpcli.distributed import world
-from mlpcli.errors import CheckpointError, Interrupted, RunError
+from mlpcli.errors import CheckpointError, ConfigError, Interrupted, RunError
 from mlpcli.feed import make_feed
-from mlpcli.losses import as_targets, correct
+from mlpcli.losses import as_targets, correct, sample_weights
 from mlpcli.model import MLP, standardize
 from mlpcli.optim import build_optimizer
 from mlpcli.progress import Progress
@@ -67,6 +68,8 @@ class Run:
         self.model = MLP.build(
             xp, config, data.x_train.shape[1], init_params=init_params, where=where
         )
+        if data.class_weight is not None:  # train.class_weight, resolved against the labels
+            self.model.class_weight = self.backend.asarray(data.class_weight, config.dtype)
         options = config.optimizer.model_dump(exclude={"name", "lr"})
         self.optimizer = build_optimizer(config.optimizer.name, self.model.params(), xp, **options)
         self.progress = Progress()
@@ -83,9 +86,12 @@ class Run:
         y = as_targets(config.loss, data.y_train, config.dtype)
         if data.train_rows is not None and len(y) == len(data.x_train):
             y = y[data.train_rows]
-        y_val = None
+        y_val = self._val_out = None
         if data.x_val is not None:
             y_val = as_targets(config.loss, data.y_val, config.dtype)
+            # the validation outputs, copied to the host once an epoch for the metrics
+            shape = (len(data.x_val), self.model.layers[-1].fan_out)
+            self._val_out = xp.empty(shape, config.dtype)
         self.n_train = data.n_train
         bs = min(config.train.batch_size, self.n_train)
         self.batch_size = bs
@@ -105,6 +111,12 @@ class Run:
         self.x = self.feed.x  # (N, d) raw features: on the device, or on the host if streamed
         # (mean, 1 / std) on the device, or None
         self.scale = preprocess.device_scale(self.backend, data.x_mean, data.x_std, config.dtype)
+        # class weights under MPI: each shard's loss is normalized by the Σ w of the whole
+        # global batch, which every process finds from the host labels (no communication)
+        self._weights = None
+        self.comm = comm if comm is not None else world()
+        if data.class_weight is not None and self.comm.size > 1:
+            self._weights = sample_weights(np, config.loss, y, data.class_weight)
         dropouts = [(i, spec) for i, spec in enumerate(config.model.layers) if spec.dropout]
         # host buffers for drawing dropout masks: (layer, its rate, uniforms, keep-mask)
         self._dropout = [
@@ -117,16 +129,38 @@ class Run:
             for i, spec in dropouts
         ]
         self.data_digest = data_digest(data)
-        self.comm = comm if comm is not None else world()
         if not self.comm.same_everywhere(_fingerprint(self)):
             raise RunError(
                 "the MPI processes disagree on the initial weights, optimizer state or data; "
                 "every process must read the same config, data and checkpoint"
             )
+        self._check_monitors()
         self._schedule = config.schedule.model_dump() if config.schedule is not None else None
         self.stop = stop  # SIGINT / SIGTERM, recorded; entered by the caller or by session
         self._stop_agreed = False  # under MPI: every process saw a stop request in _log
         self.tb = None
+
+    def _check_monitors(self) -> None:
+        """A monitored metric the validation data cannot define is refused before training:
+        AUC needs both classes among the labels, R² targets that are not all equal."""
+        d = self.data
+        for section, key in (
+            (self.config.checkpoint, "checkpoint.monitor"),
+            (self.config.train.early_stopping, "train.early_stopping.monitor"),
+        ):
+            monitor = section.monitor if section is not None else None
+            if d.y_val is None or monitor not in ("val/auc", "val/r2"):
+                continue
+            if monitor == "val/auc" and len(np.unique(d.y_val)) < 2:
+                only = d.classes[int(d.y_val[0])].item()
+                raise ConfigError(
+                    f"{key}: val/auc needs both classes in the validation data, which holds "
+                    f"class {only!r} only"
+                )
+            if monitor == "val/r2" and not (d.y_val != d.y_val[:1]).any():
+                raise ConfigError(
+                    f"{key}: val/r2 is not defined: every validation target is the same"
+                )
 
     # ------------------------------------------------------------------ the loop
 
@@ -187,13 +221,21 @@ class Run:
             if self.scale is not None:
                 standardize(xp, xb, self.scale, out=xb)
             keep = self._keep_masks(n, p.step, lo - start, hi - start) if self._dropout else None
+            total = None  # with class weights under MPI: Σ w of the global batch
+            if self._weights is not None:
+                total = float(self._weights[order[start : start + n]].sum())
             if m:
                 a = self.model.forward(xb, keep)
-                loss = self.model.loss_and_backward(a, yb)
+                loss = self.model.loss_and_backward(a, yb, total)
             else:  # a global batch smaller than the number of processes
                 self.model.grad_flat[...] = 0
                 loss = 0.0
-            if shards > 1:
+            if total is not None:
+                # each shard's loss and grads are Σ_shard wᵢ lᵢ / Σ_batch w: their sum over
+                # the processes is the weighted mean over the global batch
+                self.comm.allreduce(self.model.grad_flat, self.backend)
+                loss_sum += loss
+            elif shards > 1:
                 # each process's loss is the mean over its m rows: weighted by m / n, the
                 # sum over processes is the mean over the global batch, and so are the grads
                 self.model.grad_flat *= m / n
@@ -284,20 +326,11 @@ class Run:
         metrics = {"train/loss": p.epoch_loss / self.steps_per_epoch}
         if self.classification:
             metrics["train/accuracy"] = p.epoch_hits / p.epoch_seen
-        n_val = self.feed.n_val
-        if n_val:
-            total = hits = None  # device scalars, summed over the pieces the feed gives
-            for x_val, y_val in self.feed.validation():
-                t, h = self.model.evaluate(x_val, y_val, EVAL_BATCH, self.scale)
-                total, hits = (t, h) if total is None else (total + t, hits + h)
-            metrics["val/loss"] = float(total) / n_val
-            if not math.isfinite(metrics["val/loss"]):
-                self._diverged(metrics["val/loss"], p.epoch)
-            if self.classification:
-                metrics["val/accuracy"] = int(hits) / n_val
-        for tag in ("train/accuracy", "val/loss", "val/accuracy"):
-            if tag in metrics:
-                self.tb.scalar(tag, metrics[tag], p.step)
+        if self.feed.n_val:
+            metrics.update(self._validate())
+        for tag, value in metrics.items():
+            if tag != "train/loss":  # logged with its interval by _log
+                self.tb.scalar(tag, value, p.step)
         if cfg.logging.histograms:
             for name, value in self.model.params().items():
                 self.tb.histogram(f"weights/{name}", to_host(value), p.step)
@@ -311,6 +344,40 @@ class Run:
         self._save_epoch(improved)
         self.tb.flush()
         self.reporter.epoch_end(self, metrics)
+
+    def _validate(self) -> dict[str, float]:
+        """The validation metrics of an epoch: loss, accuracy, f1_macro and auc (binary),
+        or mae and r2 in the target's units; the confusion matrix and PR curve to the log."""
+        cfg, d, p = self.config, self.data, self.progress
+        total = norm = hits = None  # device scalars, summed over the pieces the feed gives
+        start = 0
+        for x_val, y_val in self.feed.validation():
+            end = start + x_val.shape[0]
+            t, w, h = self.model.evaluate(
+                x_val, y_val, EVAL_BATCH, self.scale, outputs=self._val_out[start:end]
+            )
+            total, norm, hits = (t, w, h) if total is None else (total + t, norm + w, hits + h)
+            start = end
+        found = {"val/loss": float(total) / float(norm)}
+        if not math.isfinite(found["val/loss"]):
+            self._diverged(found["val/loss"], p.epoch)
+        outputs = to_host(self._val_out)  # one copy an epoch
+        if self.classification:
+            found["val/accuracy"] = int(hits) / len(outputs)
+            result = measures.classification(d.y_val, outputs, cfg.loss)
+            found["val/f1_macro"] = result["f1_macro"]
+            if "auc" in result and math.isfinite(result["auc"]):  # both classes present
+                found["val/auc"] = result["auc"]
+            board.log_classifier(self, self.tb, result["confusion"], outputs)
+        else:
+            y_mean, y_std = d.y_mean, d.y_std
+            y = preprocess.scale_targets(d.y_val.astype(np.float64), y_mean, y_std, True)
+            pred = preprocess.scale_targets(outputs.astype(np.float64), y_mean, y_std, True)
+            result = measures.regression(y, pred)
+            found["val/mae"] = result["mae"]
+            if math.isfinite(result["r2"]):  # targets not all equal
+                found["val/r2"] = result["r2"]
+        return found
 
     def _keep_masks(self, n: int, step: int, lo: int = 0, hi: int | None = None) -> list:
         """Dropout keep-masks for rows lo:hi of a step's batch of n, drawn on the host from
@@ -349,7 +416,11 @@ class Run:
         return ckpt.Checkpoint(
             params={k: to_host(v) for k, v in self.model.params().items()},
             optim=self.optimizer.state_dict(),
-            stats={**preprocess.statistics(d), "classes": d.classes},
+            stats={
+                **preprocess.statistics(d),
+                "classes": d.classes,
+                "class_weight": d.class_weight,
+            },
             meta=meta,
             categories=preprocess.categories(d),
         )

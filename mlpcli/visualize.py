@@ -357,3 +357,55 @@ def hidden_units(
     unit = "UNIT" if h == 1 else "UNITS"
     text = f"ALL {h} {unit}" if len(keep) == h else f"{len(keep)} STRONGEST OF {h} UNITS"
     return caption(image, text)
+
+
+# ----------------------------------------------------------------------------- confusion
+
+_FONT_SCALE = 2  # each font pixel is 2 x 2 image pixels
+# the digits of FONT (the captions' font) at that scale, for counts and class indices
+_GLYPHS = {
+    ch: np.kron([[c == "#" for c in row] for row in FONT[ch].split()], np.ones((_FONT_SCALE,) * 2))
+    > 0
+    for ch in "0123456789"
+}
+_ADVANCE = 4 * _FONT_SCALE  # a digit and one pixel of space
+_GLYPH_HEIGHT = 5 * _FONT_SCALE
+GRID = np.array((210, 210, 210), dtype=np.uint8)
+
+
+def _draw_number(image: np.ndarray, text: str, cx: int, cy: int, color: np.ndarray) -> None:
+    """Digits centered on pixel (cx, cy)."""
+    width = len(text) * _ADVANCE - _FONT_SCALE
+    x0, y0 = cx - width // 2, cy - _GLYPH_HEIGHT // 2
+    for k, ch in enumerate(text):
+        glyph = _GLYPHS[ch]
+        x = x0 + k * _ADVANCE
+        image[y0 : y0 + glyph.shape[0], x : x + glyph.shape[1]][glyph] = color
+
+
+def confusion_image(confusion: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a confusion matrix: row i = true class i, column j =
+    predicted class j, each cell holding its count and shaded by its share of the row (the
+    diagonal is each class's recall); class indices along the top and the left."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    n = confusion.shape[0]
+    cell = max(32, len(str(int(confusion.max(initial=0)))) * _ADVANCE + 10)
+    margin = len(str(n - 1)) * _ADVANCE + 12
+    size = margin + n * cell + 1
+    image = np.full((size, size, 3), 255, dtype=np.uint8)
+    share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)  # (n, n)
+    color = WHITE + share[..., None] * (PALETTE[0].astype(np.float64) - WHITE)  # (n, n, 3)
+    color = np.round(color).astype(np.uint8)
+    for i in range(n):
+        top = margin + i * cell
+        _draw_number(image, str(i), margin // 2, top + cell // 2, INK)  # true class
+        _draw_number(image, str(i), top + cell // 2, margin // 2, INK)  # predicted class
+        for j in range(n):
+            left = margin + j * cell
+            image[top : top + cell, left : left + cell] = color[i, j]
+            ink = WHITE.astype(np.uint8) if share[i, j] > 0.5 else INK
+            _draw_number(image, str(confusion[i, j]), left + cell // 2, top + cell // 2, ink)
+    for k in range(n + 1):  # grid lines
+        image[margin + k * cell, margin:] = GRID
+        image[margin:, margin + k * cell] = GRID
+    return image

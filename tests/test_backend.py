@@ -184,6 +184,17 @@ CONFIGS = {
         optimizer={"name": "adamw", "lr": 0.02, "weight_decay": 0.05},
         train=TRAIN,
     ),
+    "adam-class-weight": small_config(
+        data=TRIANGLE,
+        model=_layers("tanh"),
+        train={**TRAIN, "class_weight": "balanced"},
+    ),
+    "bce-class-weight": small_config(
+        data=TRIANGLE,
+        model=_layers("tanh", out={"units": 1, "activation": "sigmoid"}),
+        loss="binary_cross_entropy",
+        train={**TRAIN, "class_weight": {1: 3.0}},
+    ),
     "mse-regression": small_config(
         data={
             "source": "linear",
@@ -295,7 +306,7 @@ def test_a_cpu_checkpoint_resumes_on_the_standin_exactly(tmp_path, standin_for_c
 # ------------------------------------------------------------------ eval and predict
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw-bce", "mse-regression"])
+@pytest.mark.parametrize("name", ["adam", "adamw-bce", "bce-class-weight", "mse-regression"])
 def test_eval_and_predict_on_the_standin_match_the_cpu(name, tmp_path, standin_for_cuda):
     last = _fit(CONFIGS[name], CPU, tmp_path / "run", epochs=2)
     features = np.random.default_rng(2).uniform(-1, 1, size=(50, 3 if "mse" in name else 2))

@@ -39,11 +39,12 @@ def test_classifier_eval_predict_inspect(tmp_path, capsys):
     code, out, err = cli(capsys, "eval", last, "--json")
     assert code == 0 and err == ""
     metrics = json.loads(out)
-    assert set(metrics) == {"loss", "n_samples", "accuracy"}
+    assert set(metrics) == {"loss", "n_samples", "accuracy", "f1_macro"}  # 3 classes: no auc
     assert metrics["n_samples"] == 60 and metrics["accuracy"] > 0.9
     # the same numbers the run logged for its last epoch
     meta = json.loads(cli(capsys, "inspect", last, "--json")[1])
     assert metrics["accuracy"] == meta["metrics"]["val/accuracy"]
+    assert metrics["f1_macro"] == meta["metrics"]["val/f1_macro"]
     assert abs(metrics["loss"] - meta["metrics"]["val/loss"]) < 1e-6
 
     _csv(tmp_path / "new.csv", ["height", "width"], [[0.0, 2.0], [0.0, -2.0], [2.5, 0.0]])

@@ -248,6 +248,23 @@ def test_two_processes_train_as_one_to_1e_10(tmp_path):
     _assert_same_scalars(one, two)
 
 
+@pytest.mark.parametrize("class_weight", ["balanced", {1: 4.0}])
+def test_class_weights_under_two_processes_train_as_one(tmp_path, class_weight):
+    """Each shard's weighted loss is normalized by the Σ w of the global batch (its empty
+    shard too), so the sum over the processes is the weighted mean of the whole batch."""
+    train = {**TINY["train"], "class_weight": class_weight}
+    config = _config(tmp_path, TINY, train=train)
+    code, _, err = mlpcli("train", config, "--logdir", tmp_path / "one", "-q", procs=1)
+    assert code == 0, err
+    code, _, err = mlpcli("train", config, "--logdir", tmp_path / "two", "-q")
+    assert code == 0, err
+    one, two = only_run(tmp_path / "one"), only_run(tmp_path / "two")
+    _assert_close(one, two)
+    _assert_same_scalars(one, two)
+    a, _ = load_last(one)
+    assert a["data/class_weight"].shape == (2,) and (a["data/class_weight"] != 1).any()
+
+
 # ---------------------------------------------------------------- failures end the job
 
 

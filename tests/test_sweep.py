@@ -94,6 +94,8 @@ def test_a_grid_with_two_jobs_equals_four_train_runs(tmp_path, capsys):
         "final_train/accuracy",
         "final_train/loss",
         "final_val/accuracy",
+        "final_val/auc",
+        "final_val/f1_macro",
         "final_val/loss",
     ]
     assert [r["trial"] for r in rows] == [f"trial-{i:03d}" for i in range(4)]

@@ -84,7 +84,10 @@ def test_run_folder_and_checkpoint_layout(tmp_path, capsys):
     steps_per_epoch = 8  # ceil(240 / 32): the last, partial batch is kept
     assert (meta["epoch"], meta["step"]) == (3, 3 * steps_per_epoch)
     assert meta["config"]["schedule"]["epochs"] == 3  # resolved from train.epochs
-    assert set(meta["metrics"]) == {"train/loss", "train/accuracy", "val/loss", "val/accuracy"}
+    assert set(meta["metrics"]) == {
+        *("train/loss", "train/accuracy", "val/loss", "val/accuracy"),
+        *("val/f1_macro", "val/auc"),  # a binary classifier
+    }
     epoch3, _ = load_last(run, "epoch-0003.npz")
     last, _ = load_last(run)
     assert np.array_equal(epoch3["params/0/W"], last["params/0/W"])

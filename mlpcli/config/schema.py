@@ -8,11 +8,13 @@ holds the checks that span sections and the defaults that depend on other keys.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlpcli.activations import ACTIVATIONS
+from mlpcli.errors import closest
 from mlpcli.initializers import INITS
 from mlpcli.losses import LOSSES
 from mlpcli.optim_options import OPTIMIZER_OPTIONS as _TORCH
@@ -21,7 +23,16 @@ from mlpcli.paths import run_name_problem
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 INIT_NAMES = tuple(INITS)
 LOSS_NAMES = tuple(LOSSES)
-MONITORS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+MONITORS = (
+    *("val/loss", "val/accuracy", "train/loss", "train/accuracy"),
+    *("val/f1_macro", "val/auc", "val/mae", "val/r2"),
+)
+# Monitors by the models that have them, and those better when larger (mode: max).
+CLASSIFICATION_MONITORS = ("val/accuracy", "train/accuracy", "val/f1_macro", "val/auc")
+REGRESSION_MONITORS = ("val/mae", "val/r2")
+MAXIMIZED = ("val/accuracy", "train/accuracy", "val/f1_macro", "val/auc", "val/r2")
+# Measured on the validation data only: no train/ value to fall back to without it.
+VALIDATION_ONLY = ("val/f1_macro", "val/auc", "val/mae", "val/r2")
 
 # Integers are bounded so that every value fits the int64 of NumPy, JSON readers and
 # TensorBoard; floats must be finite (`allow_inf_nan=False` on every section).
@@ -30,6 +41,8 @@ Count = Annotated[int, Field(gt=0, le=MAX_INT)]  # a positive count: epochs, uni
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 Fraction01 = Annotated[float, Field(ge=0, lt=1)]
+# a class label as the training data spells it (a YAML number or string) -> its weight
+ClassWeights = dict[Annotated[str, Field(min_length=1)] | int | float, Positive]
 
 
 class Section(BaseModel):
@@ -197,7 +210,30 @@ class Train(Section):
     batch_size: Count = 64
     shuffle: bool = True
     clip_grad_norm: Positive | None = None
+    # classification: per-class loss weights (as torch's `weight=`); labels not listed get 1
+    class_weight: Literal["balanced"] | ClassWeights | None = None
     early_stopping: EarlyStopping | None = None
+
+    @field_validator("class_weight", mode="wrap")
+    @classmethod
+    def _class_weight(cls, value: Any, handler: Any) -> Any:
+        """One plain message per fault, instead of one per member of the union."""
+        key = "train.class_weight"
+        if isinstance(value, dict):
+            for label, weight in value.items():
+                if isinstance(label, bool) or not isinstance(label, str | int | float):
+                    raise _KeyError(f"{key}.{label}", "a label is a number or a string")
+                if isinstance(label, str) and not label.strip():
+                    raise _KeyError(key, f"a label is a number or a string, got {label!r}")
+                number = isinstance(weight, int | float) and not isinstance(weight, bool)
+                if not number or not math.isfinite(weight) or weight <= 0:
+                    raise _KeyError(f"{key}.{label}", f"must be a number > 0, got {weight!r}")
+        elif value is not None and value != "balanced":
+            hint = " (did you mean 'balanced'?)" if closest(value, ["balanced"]) else ""
+            raise _KeyError(
+                key, f"must be balanced or a mapping {{label: weight}}, got {value!r}{hint}"
+            )
+        return handler(value)
 
 
 class Logging(Section):
@@ -283,17 +319,35 @@ class Config(Section):
 
         if isinstance(self.schedule, CosineSchedule) and self.schedule.epochs is None:
             self.schedule.epochs = self.train.epochs
+        if self.train.class_weight is not None and self.task == "regression":
+            raise _KeyError("train.class_weight", "is for classification, not loss: mse")
         for section, key in (
             (self.train.early_stopping, "train.early_stopping"),
             (self.checkpoint, "checkpoint"),
         ):
             if section is None:
                 continue
-            if section.monitor.endswith("accuracy") and self.task == "regression":
-                raise _KeyError(f"{key}.monitor", "accuracy is not defined for regression")
+            self._check_monitor(section.monitor, f"{key}.monitor")
             if section.mode is None:
-                section.mode = "max" if section.monitor.endswith("accuracy") else "min"
+                section.mode = "max" if section.monitor in MAXIMIZED else "min"
         return self
+
+    def _check_monitor(self, monitor: str, key: str) -> None:
+        """A monitor the model and data will have (a ValueError at `key` otherwise)."""
+        name = monitor.split("/")[1]
+        if self.task == "regression" and monitor in CLASSIFICATION_MONITORS:
+            raise _KeyError(key, f"{name} is for classification; regression has val/mae, val/r2")
+        if self.task == "classification" and monitor in REGRESSION_MONITORS:
+            raise _KeyError(key, f"{name} is for regression; classification has val/f1_macro")
+        out = self.model.layers[-1]
+        binary = self.loss == "binary_cross_entropy" or out.units == 2
+        if monitor == "val/auc" and not binary:
+            raise _KeyError(key, f"auc is for binary models; this one has {out.units} classes")
+        no_val = self.data.val is None and not self.data.val_split
+        if monitor in VALIDATION_ONLY and no_val:
+            raise _KeyError(
+                key, f"{name} is measured on validation data; set data.val_split or data.val"
+            )
 
 
 class _KeyError(ValueError):

@@ -17,6 +17,7 @@ Modules, each importing only those listed above it:
 - `csv`, `arrays`: the readers of CSV files and of .npy / .npz files (memory maps)
 - `preprocess`: what is fitted on the training split: the encoding of CSV columns
   (categories, missing cells) and standardization
+- `weights`: `train.class_weight` resolved against the training labels (`class_weights`)
 - `load`: the entry points, the validation split, and `_reader`, the one dispatcher
 """
 

@@ -35,6 +35,8 @@ class Dataset:
     x_std: np.ndarray | None = None
     y_mean: np.ndarray | None = None  # (k,) float64, regression with standardize_target
     y_std: np.ndarray | None = None
+    # (C,) float64 loss weight per class (train.class_weight, resolved by `prepare`), or None
+    class_weight: np.ndarray | None = None
     source: str = ""
     # the fitted CSV encoding (preprocess.Encoding: vocabularies, fill values), or None when
     # the features are numbers as read; feature_names are then its input columns

@@ -35,6 +35,7 @@ from mlpcli.data.preprocess import (
     reading,
 )
 from mlpcli.data.sniff import _sniff
+from mlpcli.data.weights import class_weights
 from mlpcli.errors import ConfigError, DataError
 from mlpcli.rng import generator
 
@@ -424,6 +425,10 @@ def prepare(config: Any, where: str, encoding: Encoding | None = None) -> Datase
         raise ConfigError(
             f"{key}: {units} output units, but the data has "
             f"{data.y_train.shape[1]} target column(s)"
+        )
+    if config.task == "classification":
+        data.class_weight = class_weights(
+            config.train.class_weight, data.classes, data.y_train, where
         )
     return data
 

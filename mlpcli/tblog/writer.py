@@ -109,6 +109,14 @@ class TBLogger:
         with self._writing():
             self._writer._get_file_writer().add_summary(summary, step)
 
+    def pr_curve(self, tag: str, labels: np.ndarray, scores: np.ndarray, step: int) -> None:
+        """A precision-recall curve for the PR Curves tab: 0/1 labels (n,) and the scores
+        (n,) in [0, 1] of class 1, at tensorboardX's 127 thresholds."""
+        with self._writing():
+            self._writer.add_pr_curve(
+                tag, np.asarray(labels, dtype=bool), np.asarray(scores, np.float64), step
+            )
+
     def graph(self, graph) -> None:
         """A GraphDef (see `graph_def`) for the Graphs tab: an Event's `graph_def` bytes, as
         tensorboardX's add_onnx_graph writes it (its add_graph needs torch). Step 0."""
