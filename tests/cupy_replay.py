@@ -3,6 +3,8 @@
     python tests/cupy_replay.py stub DIR          builds DIR/libcublas.so.12 (see below)
     python tests/cupy_replay.py replay CALLS.json DIR  replays the calls (stub in DIR), prints
                                                       one JSON report
+    python tests/cupy_replay.py mlpcli MODE DIR ARGS...  mlpcli ARGS on a stand-in GPU (see
+                                                      run_mlpcli)
 
 CuPy checks a call's arguments (shapes, dtypes, casting, `out=`, keywords) on the host and
 then launches work on the device. Without a device, most calls would stop before those
@@ -129,10 +131,12 @@ def _reach(what: str):
     return record
 
 
-def install() -> None:
-    """Stand in for the CUDA runtime's device entry points; call before importing cupy."""
+def fake_device(name: bytes = b"Stand-in GPU") -> None:
+    """One GPU as the CUDA runtime sees it (device queries, memcpy, memset, host memory),
+    and nothing else: cuBLAS and NVRTC are whatever the machine has. Call before `import
+    cupy`."""
     if "cupy" in sys.modules:
-        raise RuntimeError("install() must run before cupy is imported")
+        raise RuntimeError("the stand-ins must be installed before cupy is imported")
     import cupy_backends.cuda.api.runtime as rt
 
     i, p, s = ctypes.c_int, ctypes.c_ssize_t, ctypes.c_size_t
@@ -163,12 +167,6 @@ def install() -> None:
     _swap(rt, "eventQuery", obj, [p, i], _none)
     _swap(rt, "eventSynchronize", obj, [p, i], _none)
     _swap(rt, "eventDestroy", obj, [p, i], _none)
-    # and for Python callers (cupy.copyto asks which device is current)
-    rt.getDevice, rt.getDeviceCount, rt.setDevice = (lambda: 0), (lambda: 1), (lambda d: None)
-    import cupy_backends.cuda.libs.nvrtc as nvrtc
-
-    _swap(nvrtc, "getVersion", obj, [i], lambda skip: _new_ref((12, 4)))
-    # compute capability 8.0 and otherwise zeros
     # cudaDevAttrComputeCapabilityMajor (75) is 8, Minor (76) and the rest 0: an sm_80
     _swap(rt, "deviceGetAttribute", i, [i, i, i], lambda attr, dev, skip: 8 * (attr == 75))
     _swap(rt, "memcpy", obj, [p, p, s, i, i], _reach("memcpy"))
@@ -177,6 +175,19 @@ def install() -> None:
     _swap(rt, "memsetAsync", obj, [p, i, s, p, i], _reach("memset"))
     _swap(rt, "streamSynchronize", obj, [p, i], _none)
     _swap(rt, "deviceSynchronize", obj, [i], _none)
+    # and for Python callers (cupy.copyto asks which device is current)
+    rt.getDevice, rt.getDeviceCount, rt.setDevice = (lambda: 0), (lambda: 1), (lambda d: None)
+    rt.getDeviceProperties = lambda device: {"name": name, "major": 8, "minor": 0}
+    rt.memGetInfo = lambda: (3 << 30, 16 << 30)  # 3 GiB free of 16 GiB
+
+
+def install() -> None:
+    """The device of fake_device, plus: NVRTC's version, a kernel compile that raises
+    ReachedDevice, and device memory at made-up addresses. Call before `import cupy`."""
+    fake_device()
+    import cupy_backends.cuda.libs.nvrtc as nvrtc
+
+    _swap(nvrtc, "getVersion", ctypes.c_void_p, [ctypes.c_int], lambda skip: _new_ref((12, 4)))
 
     import cupy
     import cupy.cuda.compiler as compiler
@@ -307,6 +318,51 @@ def replay(calls: list[dict], stub_dir: Path) -> dict:
     return {"cupy": cupy.__version__, "numpy": np.__version__, "results": results}
 
 
+def run_mlpcli(mode: str, stub_dir: Path, args: list[str]) -> None:
+    """mlpcli's command line on real CuPy and a stand-in GPU (modes below); exits with its
+    exit code.
+
+    - "no-libraries": a GPU, and no cuBLAS or NVRTC (a CuPy wheel without the CUDA Toolkit)
+    - "no-nvrtc": a GPU and cuBLAS (the stub), no NVRTC
+    - "oom-data", "oom-fit": a GPU that passes the device check, and runs out of memory on the
+      first allocation of MLPCLI_OOM_BYTES or more (oom-data), or on the first allocation
+      once the run folder is made (oom-fit)
+    """
+    if mode != "no-libraries":
+        _STUB.append(load_stub(stub_dir))
+    if mode in ("no-libraries", "no-nvrtc"):
+        fake_device()
+    else:
+        install()
+        import os
+
+        import cupy
+
+        import mlpcli.backend
+        import mlpcli.train
+
+        mlpcli.backend._probe = lambda cupy: None  # the check needs a real kernel launch
+        allocate, training = cupy.cuda.get_allocator(), [False]
+        limit = int(os.environ.get("MLPCLI_OOM_BYTES", "0")) if mode == "oom-data" else 0
+
+        def allocate_or_fail(size: int):
+            if (limit and size >= limit) or training[0]:
+                raise cupy.cuda.memory.OutOfMemoryError(size, 12 << 20)
+            return allocate(size)
+
+        cupy.cuda.set_allocator(allocate_or_fail)
+        fit = mlpcli.train.Run.fit
+
+        def fit_or_fail(self, run_dir):
+            training[0] = mode == "oom-fit"
+            return fit(self, run_dir)
+
+        mlpcli.train.Run.fit = fit_or_fail
+    from mlpcli.cli import main
+
+    main(args)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["stub"] and len(argv) == 2:
         import importlib.util
@@ -318,6 +374,8 @@ def main(argv: list[str]) -> int:
         calls = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
         json.dump(replay(calls, Path(argv[2])), sys.stdout)
         return 0
+    if argv[:1] == ["mlpcli"] and len(argv) > 3:
+        run_mlpcli(argv[1], Path(argv[2]), argv[3:])
     print(__doc__, file=sys.stderr)
     return 2
 

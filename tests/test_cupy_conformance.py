@@ -299,3 +299,93 @@ def test_recording_keeps_shapes_strides_and_aliasing():
     assert mul["args"][0]["strides"] == [4, 12] and mul["args"][0]["device"] == 0
     assert mul["kwargs"]["out"]["device"] == 1
     assert sys.modules["standin_xp"]._RECORD is None  # recording ended with the block
+
+
+# ------------------------------------------------------------------ choosing the device
+
+CLI_CONFIG = {
+    "data": {"source": "triangle", "options": {"n_samples": 200}},
+    "model": {
+        "layers": [{"units": 4, "activation": "relu"}, {"units": 2, "activation": "softmax"}]
+    },
+    "train": {"epochs": 1, "batch_size": 32},
+}
+
+
+def mlpcli_on(env: str, mode: str, tmp_path: Path, *args: str, **environ: str):
+    """`mlpcli train` on real CuPy with a stand-in GPU (cupy_replay.run_mlpcli's modes):
+    (exit code, stdout, stderr, the log folder)."""
+    python = _python(env)
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(CLI_CONFIG), encoding="utf-8")
+    logs = tmp_path / "logs"
+    done = subprocess.run(
+        [str(python), str(REPLAY), "mlpcli", mode, str(ENVS[env] / "cuda-stub")]
+        + ["train", str(config), "--logdir", str(logs), "--name", "r", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **environ},
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr, logs
+
+
+def _error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_cuda_without_cublas_and_nvrtc_is_one_error_before_anything_is_written(env, tmp_path):
+    code, _, err, logs = mlpcli_on(env, "no-libraries", tmp_path, "--device", "cuda")
+    line = _error_line(err)
+    assert code == 2 and not logs.exists()
+    assert "error: device cuda: the GPU (Stand-in GPU) cannot be used: CuPy 1" in line
+    assert "cannot load cuBLAS nor NVRTC (" in line and "libcublas" in line
+    assert 'pip install "cupy-cuda12x[ctk]' in line
+    if env == "cupy13":
+        assert "CUDA Toolkit 12 with its lib64 on LD_LIBRARY_PATH" in line
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_cuda_without_nvrtc_names_nvrtc_alone(env, tmp_path):
+    code, _, err, logs = mlpcli_on(env, "no-nvrtc", tmp_path, "--device", "cuda")
+    line = _error_line(err)
+    assert code == 2 and not logs.exists()
+    assert "cannot load NVRTC (" in line and "cuBLAS" not in line and "libnvrtc.so" in line
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_auto_falls_back_to_the_cpu_with_one_warning(env, tmp_path):
+    code, _, err, logs = mlpcli_on(env, "no-libraries", tmp_path, "--device", "auto")
+    assert code == 0, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("warning: device auto: the GPU (Stand-in GPU) cannot be used: ")
+    assert line.endswith("; running on the CPU") and "cuBLAS nor NVRTC" in line
+    assert (logs / "r" / "checkpoints" / "last.npz").is_file()
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_data_too_large_for_the_gpu_is_one_error_before_anything_is_written(env, tmp_path):
+    # 160 training rows of 2 float32 features: 1,280 bytes, the one allocation this large
+    code, _, err, logs = mlpcli_on(
+        env, "oom-data", tmp_path, "--device", "cuda", MLPCLI_OOM_BYTES="1280"
+    )
+    line = _error_line(err)
+    assert code == 2 and not logs.exists()
+    assert line.startswith("error: device cuda: out of GPU memory (Out of memory allocating 1,280")
+    assert "the GPU has 3.0 GiB free of 16.0 GiB" in line
+    assert "smaller train.batch_size" in line and "stream the data" in line
+    assert line.endswith("or train with --device cpu")
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_out_of_gpu_memory_in_training_leaves_no_run_folder(env, tmp_path):
+    code, _, err, logs = mlpcli_on(env, "oom-fit", tmp_path, "--device", "cuda")
+    line = _error_line(err)
+    assert code == 2
+    assert "out of GPU memory" in line and "--device cpu" in line
+    assert line.endswith(f"nothing had been saved, so run folder {logs / 'r'} was removed")
+    assert not (logs / "r").exists()
