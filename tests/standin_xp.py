@@ -11,7 +11,8 @@ array mixed into device arithmetic, indexing or an `xp` function, all raise Type
 The only doors are `xp.asarray` (host -> device, a copy) and `.get()` (device -> host, a
 copy); `float()`, `int()` and `bool()` of a 0-d array work (in CuPy: a sync).
 
-It refuses what CuPy refuses where the engine could trip on it: keywords CuPy's ufuncs and
+It refuses what CuPy refuses where the engine could trip on it, and takes the keywords
+CuPy takes (`order=`, `shape=`) where it once refused them: keywords CuPy's ufuncs and
 reductions lack (`where=`, `initial=`), `take` with a `mode` or into an `out` of another
 dtype, `out=` buffers of the wrong shape or an unsafe cast. And `recording()` logs every call
 made through it (function, argument shapes, dtypes, strides and which arrays share memory),
@@ -195,11 +196,15 @@ class DeviceArray:
     def __len__(self) -> int:
         return len(self._a)
 
-    def reshape(self, *shape: Any) -> DeviceArray:
-        return DeviceArray(self._a.reshape(*shape))
+    def reshape(self, *shape: Any, order: str = "C") -> DeviceArray:
+        return DeviceArray(self._a.reshape(*shape, order=order))
 
-    def astype(self, dtype: Any, copy: bool = True) -> DeviceArray:
-        a = self._a.astype(dtype, copy=copy)
+    def astype(
+        self, dtype: Any, order: str = "K", casting: Any = None, subok: Any = None, copy=True
+    ) -> DeviceArray:
+        if subok is not None or casting is not None:
+            raise TypeError("astype: casting and subok are not supported (as in CuPy)")
+        a = self._a.astype(dtype, order=order, copy=copy)
         return self if a is self._a else DeviceArray(a)
 
     def copy(self) -> DeviceArray:
@@ -251,11 +256,13 @@ class DeviceArray:
 # ---------------------------------------------------------------------- the module "xp"
 
 
-def asarray(a: Any, dtype: Any = None) -> DeviceArray:
+def asarray(a: Any, dtype: Any = None, order: Any = None) -> DeviceArray:
     """Host -> device (a copy); a device array comes back as it is (cast if dtype differs)."""
     if isinstance(a, DeviceArray):
-        return a if dtype is None else a.astype(dtype, copy=False)
-    return DeviceArray(np.array(a, dtype=dtype))  # np.array copies, like a cudaMemcpy
+        if dtype is None and order in (None, "K", "A"):
+            return a
+        return DeviceArray(np.asarray(a._a, dtype=dtype, order=order))
+    return DeviceArray(np.array(a, dtype=dtype, order=order))  # a copy, like a cudaMemcpy
 
 
 def ascontiguousarray(a: Any, dtype: Any = None) -> DeviceArray:
@@ -268,16 +275,20 @@ def ascontiguousarray(a: Any, dtype: Any = None) -> DeviceArray:
 
 
 def _creation(f):
-    def create(shape: Any, dtype: Any = float) -> DeviceArray:
-        return DeviceArray(f(shape, dtype=dtype))
+    def create(shape: Any, dtype: Any = float, order: str = "C") -> DeviceArray:
+        return DeviceArray(f(shape, dtype=dtype, order=order))
 
     create.__name__ = f.__name__
     return create
 
 
 def _like(f):
-    def create(a: Any, dtype: Any = None) -> DeviceArray:
-        return DeviceArray(f(_device(a, f.__name__), dtype=dtype))
+    def create(
+        a: Any, dtype: Any = None, order: str = "K", subok: Any = None, shape: Any = None
+    ) -> DeviceArray:
+        if subok is not None:
+            raise TypeError(f"{f.__name__}: subok is not supported (as in CuPy)")
+        return DeviceArray(f(_device(a, f.__name__), dtype=dtype, order=order, shape=shape))
 
     create.__name__ = f.__name__
     return create

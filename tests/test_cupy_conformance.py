@@ -276,6 +276,7 @@ def test_the_standin_refuses_them_too():
         "where=": lambda: xp.maximum(a, 0.0, out=a, where=a),
         "initial=": lambda: a.max(initial=0.0),
         "sum where=": lambda: a.sum(axis=0, where=a > 0),
+        "astype casting=": lambda: a.astype(xp.float64, casting="safe"),
     }
     for what, attempt in refused.items():
         with pytest.raises((TypeError, ValueError)):
@@ -389,3 +390,30 @@ def test_out_of_gpu_memory_in_training_leaves_no_run_folder(env, tmp_path):
     assert "out of GPU memory" in line and "--device cpu" in line
     assert line.endswith(f"nothing had been saved, so run folder {logs / 'r'} was removed")
     assert not (logs / "r").exists()
+
+
+def _good_calls() -> dict[str, tuple]:
+    """Calls CuPy accepts that the stand-in once refused (keywords it lacked)."""
+    a = xp.zeros((4, 3), xp.float32)
+    return {
+        "empty with order=": ("xp.empty", ((2, 3), xp.float32), {"order": "C"}),
+        "zeros with order=": ("xp.zeros", ((2, 3),), {"dtype": xp.float64, "order": "F"}),
+        "empty_like with shape=": ("xp.empty_like", (a,), {"shape": (6,), "order": "C"}),
+        "zeros_like with dtype=": ("xp.zeros_like", (a,), {"dtype": xp.float64}),
+        "reshape with order=": ("ndarray.reshape", (a, (3, 4)), {"order": "C"}),
+        "astype with order=": ("ndarray.astype", (a, xp.float64), {"order": "C", "copy": True}),
+        "asarray with order=": ("xp.asarray", (a,), {"dtype": xp.float64, "order": "C"}),
+        "asarray of a host array": ("xp.asarray", (np.ones((2, 2)),), {"dtype": xp.float32}),
+    }
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_the_standin_accepts_what_cupy_accepts(env, tmp_path):
+    good = _good_calls()
+    for name, args, kwargs in good.values():  # the stand-in runs each
+        kind, attr = name.split(".")
+        target = getattr(xp, attr) if kind == "xp" else getattr(args[0], attr)
+        target(*(args if kind == "xp" else args[1:]), **kwargs)
+    calls = [encode_call(*call) for call in good.values()]
+    for what, r in zip(good, replay(env, calls, tmp_path), strict=True):
+        assert r["error"] is None, (what, r)
