@@ -16,6 +16,7 @@ import numpy as np
 from mlpcli.errors import BackendError
 
 DEVICES = ("auto", "cpu", "cuda")
+_WARNED: set[str] = set()  # the reasons `auto` has already warned of in this process
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def get_backend(device: str = "auto") -> Backend:
             return cuda
         if device == "cuda":
             raise BackendError(f"device cuda: {cuda.reason}")
-        if cuda.has_gpu:
+        if cuda.has_gpu and cuda.reason not in _WARNED:  # once a process (a sweep's trials)
+            _WARNED.add(cuda.reason)
             print(f"warning: device auto: {cuda.reason}; running on the CPU", file=sys.stderr)
     return Backend("cpu", np, "cpu (NumPy)")

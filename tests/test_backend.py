@@ -388,6 +388,7 @@ def test_a_gpu_that_fails_the_check_is_an_error_or_a_warning(monkeypatch, capsys
     fake.cuda.device = SimpleNamespace(get_cublas_handle=no_cublas)
     fake.cuda.nvrtc = SimpleNamespace(getVersion=lambda: (12, 4))
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(mlpcli.backend, "_WARNED", set())
     with pytest.raises(BackendError) as e:
         get_backend("cuda")
     message = str(e.value)
@@ -399,6 +400,8 @@ def test_a_gpu_that_fails_the_check_is_an_error_or_a_warning(monkeypatch, capsys
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("warning: device auto: the GPU (NVIDIA H100 80GB HBM3) cannot be")
     assert line.endswith("; running on the CPU")
+    assert get_backend("auto").name == "cpu"
+    assert capsys.readouterr().err == ""  # said once a process (a sweep runs many trials)
     # the libraries load, but the test computation goes wrong
     fake.cuda.device = SimpleNamespace(get_cublas_handle=lambda: 1)
     fake.float32 = np.float32

@@ -183,12 +183,25 @@ def engine_calls(tmp_path_factory) -> list[dict]:
     return calls
 
 
+@pytest.fixture(scope="module")
+def engine_results(engine_calls, tmp_path_factory):
+    """The engine's calls replayed on each CuPy (once per environment)."""
+    done: dict[str, list[dict]] = {}
+
+    def results(env: str) -> list[dict]:
+        if env not in done:
+            done[env] = replay(env, engine_calls, tmp_path_factory.mktemp(env))
+        return done[env]
+
+    return results
+
+
 # ------------------------------------------------------------------ the engine passes
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))
-def test_every_engine_call_passes_cupys_checks(env, engine_calls, tmp_path):
-    results = replay(env, engine_calls, tmp_path)
+def test_every_engine_call_passes_cupys_checks(env, engine_calls, engine_results):
+    results = engine_results(env)
     refused = [
         f"{r['error']}\n    in {json.dumps(call)[:600]}"
         for call, r in zip(engine_calls, results, strict=True)
@@ -206,10 +219,10 @@ def test_every_engine_call_passes_cupys_checks(env, engine_calls, tmp_path):
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))
-def test_calls_into_out_buffers_allocate_nothing(env, engine_calls, tmp_path):
+def test_calls_into_out_buffers_allocate_nothing(env, engine_calls, engine_results):
     """A call writing into `out=` (or in place) makes no temporary: no input is copied aside
     because it is another view of the output's memory."""
-    results = replay(env, engine_calls, tmp_path)
+    results = engine_results(env)
     allocating = [
         (call["call"], r["allocated"], json.dumps(call)[:400])
         for call, r in zip(engine_calls, results, strict=True)
