@@ -18,6 +18,7 @@ reached on the way, and each replayed call must get as far as the device:
   callbacks; memcpy and memset record that the device was reached.
 - Memory: an allocator hands out `UnownedMemory` at made-up addresses that nothing reads.
 - Kernels: compiling one (NVRTC) raises `ReachedDevice`; every check has run by then.
+  CUB, which would launch precompiled kernels out of sight, is switched off.
 - cuBLAS: a stub `libcublas.so.12`, built by `stub`, stands in for the library: its handle
   calls succeed, and each BLAS routine counts itself as reached and returns success.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import re
 import subprocess
 import sys
@@ -184,6 +186,10 @@ def fake_device(name: bytes = b"Stand-in GPU") -> None:
 def install() -> None:
     """The device of fake_device, plus: NVRTC's version, a kernel compile that raises
     ReachedDevice, and device memory at made-up addresses. Call before `import cupy`."""
+    # CuPy hands some reductions to CUB, whose precompiled kernels launch from C++ where no
+    # stand-in can see them (and fail there without a word); without CUB they compile a
+    # kernel like the rest. The arguments are checked before either path is chosen.
+    os.environ["CUPY_ACCELERATORS"] = ""
     fake_device()
     import cupy_backends.cuda.libs.nvrtc as nvrtc
 
@@ -334,8 +340,6 @@ def run_mlpcli(mode: str, stub_dir: Path, args: list[str]) -> None:
         fake_device()
     else:
         install()
-        import os
-
         import cupy
 
         import mlpcli.backend
