@@ -1,8 +1,10 @@
 """Activations and their derivatives, as registries of plain functions.
 
-`forward(xp, z, out)` writes a = f(z) into `out` (which may be `z` itself).
-`backward(xp, z, a, dy, tmp)` turns dy = dL/da into dL/dz in place, using `tmp` (an array
-shaped like dy) as scratch so that a training step allocates no activation-sized array.
+`forward(xp, z, out)` writes a = f(z) into `out`, which may be `z` itself (the same array
+object: CuPy copies an input that is merely another view of `out`'s memory), except for
+the activations in NEEDS_Z, whose z is kept. `backward(xp, z, a, dy, tmp)` turns
+dy = dL/da into dL/dz in place, using `tmp` (an array shaped like dy) as scratch so that a
+training step allocates no activation-sized array (gelu's derivative excepted).
 Most derivatives are computed from the output a, as in scikit-learn; only gelu needs z.
 """
 
@@ -40,11 +42,16 @@ def _tanh(xp, z, out):
 
 
 def _gelu(xp, z, out):
-    # tanh approximation (torch's approximate="tanh"): 0.5 z (1 + tanh(c (z + 0.044715 z^3)))
-    u = _GELU_C * (z + 0.044715 * z**3)
-    xp.tanh(u, out=u)
-    u += 1.0
-    xp.multiply(z, u, out=out)
+    # tanh approximation (torch's approximate="tanh"): 0.5 z (1 + tanh(c (z + 0.044715 z^3))),
+    # built up in `out` (never z: gelu keeps z for its derivative), so nothing is allocated
+    xp.multiply(z, z, out=out)
+    out *= 0.044715
+    out += 1.0
+    out *= z  # z + 0.044715 z^3
+    out *= _GELU_C
+    xp.tanh(out, out=out)
+    out += 1.0
+    out *= z
     out *= 0.5
 
 

@@ -7,6 +7,7 @@ and never imports numpy or cupy itself.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from mlpcli.errors import BackendError
 
 DEVICES = ("auto", "cpu", "cuda")
+_WARNED: set[str] = set()  # the reasons `auto` has already warned of in this process
 
 
 @dataclass(frozen=True)
@@ -107,25 +109,77 @@ def to_host(a: Any) -> np.ndarray:
     return get() if callable(get) else np.asarray(a)
 
 
-def _cuda() -> Backend | str:
-    """The CUDA backend, or a sentence saying why it cannot be used."""
+@dataclass(frozen=True)
+class NoCuda:
+    """Why CUDA cannot be used; `has_gpu` when a GPU is there but unusable (`auto` warns)."""
+
+    reason: str
+    has_gpu: bool = False
+
+
+def _cuda() -> Backend | NoCuda:
+    """The CUDA backend, proven usable, or why it cannot be used."""
     try:
         import cupy
     except ImportError:
-        return 'CuPy is not installed (pip install "mlpcli[gpu]")'
+        return NoCuda('CuPy is not installed (pip install "mlpcli[gpu]")')
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken
-        return f"CuPy found no usable CUDA driver ({e})"
+        return NoCuda(f"CuPy found no usable CUDA driver ({_first_line(e)})")
     if count == 0:
-        return "CuPy found no CUDA device"
+        return NoCuda("CuPy found no CUDA device")
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    fault = _probe(cupy)
+    if fault is not None:
+        return NoCuda(f"the GPU ({name}) cannot be used: {fault}", has_gpu=True)
     return Backend("cuda", cupy, f"cuda ({name})")
 
 
+def _probe(cupy: Any) -> str | None:
+    """None when the GPU multiplies on cuBLAS and runs a kernel compiled by NVRTC; else what
+    is missing. A CuPy wheel on a machine with a driver but no CUDA Toolkit has neither
+    library, and would fail only at the first matrix product, deep into a run."""
+    missing, errors = [], []
+    for library, load in (
+        ("cuBLAS", lambda: cupy.cuda.device.get_cublas_handle()),
+        ("NVRTC", lambda: cupy.cuda.nvrtc.getVersion()),
+    ):
+        try:
+            load()
+        except Exception as e:
+            missing.append(library)
+            errors.append(_first_line(e))
+    if missing:
+        version = getattr(cupy, "__version__", "?")
+        if version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 14:
+            fix = 'pip install "cupy-cuda12x[ctk]", or install the CUDA Toolkit 12'
+        else:
+            fix = (
+                "install the CUDA Toolkit 12 with its lib64 on LD_LIBRARY_PATH, or "
+                'CuPy 14 with its libraries: pip install "cupy-cuda12x[ctk]>=14"'
+            )
+        return f"CuPy {version} cannot load {' nor '.join(missing)} ({errors[0]}); {fix}"
+    try:
+        x = cupy.arange(1, 5, dtype=cupy.float32)  # 1 2 3 4
+        got = float(cupy.matmul(x, x)) + float((x * x).sum())  # cuBLAS, then kernels
+    except Exception as e:
+        return f"a test computation failed on it ({_first_line(e)})"
+    if got != 60.0:
+        return f"a test computation on it gave {got} instead of 60"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
 def get_backend(device: str = "auto") -> Backend:
-    """The backend for `device` ("auto", "cpu" or "cuda")."""
+    """The backend for `device` ("auto", "cpu" or "cuda"). `auto` takes a GPU that works and
+    otherwise the CPU, with a `warning:` line on stderr when a GPU is there but unusable."""
     if device not in DEVICES:
         raise BackendError(f"--device: must be one of {', '.join(DEVICES)}, got {device!r}")
     if device != "cpu":
@@ -133,5 +187,8 @@ def get_backend(device: str = "auto") -> Backend:
         if isinstance(cuda, Backend):
             return cuda
         if device == "cuda":
-            raise BackendError(f"device cuda: {cuda}")
+            raise BackendError(f"device cuda: {cuda.reason}")
+        if cuda.has_gpu and cuda.reason not in _WARNED:  # once a process (a sweep's trials)
+            _WARNED.add(cuda.reason)
+            print(f"warning: device auto: {cuda.reason}; running on the CPU", file=sys.stderr)
     return Backend("cpu", np, "cpu (NumPy)")

@@ -1,14 +1,18 @@
 """How much memory this process may still take, so that a data set or model too large for
 the machine is refused up front (exit 2, naming the key or file) instead of ending in a
-MemoryError, a swap storm or the kernel's OOM killer halfway through.
+MemoryError, a swap storm or the kernel's OOM killer halfway through; and running out of
+GPU memory, turned into the same kind of one-line error.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from mlpcli.errors import MlpcliError
+from mlpcli.errors import BackendError, MlpcliError
 
 
 def available_bytes() -> int:
@@ -65,3 +69,31 @@ def size_text(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"
+
+
+@contextmanager
+def on_device(backend: Any) -> Iterator[None]:
+    """Turns running out of GPU memory (CuPy's OutOfMemoryError, a MemoryError) inside the
+    block into a BackendError with the sizes and the way out."""
+    try:
+        yield
+    except MemoryError as e:
+        if backend.name != "cuda" or not type(e).__module__.startswith("cupy"):
+            raise
+        raise BackendError(_out_of_device_memory(backend, e)) from None
+
+
+def _out_of_device_memory(backend: Any, e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    what = (lines[0] if lines else "").rstrip(".") or type(e).__name__
+    try:
+        free, total = backend.xp.cuda.runtime.memGetInfo()
+        held = backend.xp.get_default_memory_pool().total_bytes()
+        sizes = f"; the GPU has {size_text(free)} free of {size_text(total)}"
+        sizes += f", and this run holds {size_text(held)}" if held else ""
+    except Exception:  # the sizes are a courtesy: the error stands without them
+        sizes = ""
+    return (
+        f"device cuda: out of GPU memory ({what}{sizes}); use a smaller train.batch_size or "
+        "model, stream the data from the host, or train with --device cpu"
+    )

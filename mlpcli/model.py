@@ -52,7 +52,9 @@ class Dense:
         self._mask = xp.empty(shape, dtype) if self.dropout else None
         self._tmp = xp.empty(shape, dtype)  # scratch for the activation's derivative
         self._dx = xp.empty((n, self.fan_in), dtype)
-        self._ones = xp.ones(n, dtype)  # db = 1ᵀ dz as a GEMV: faster than a column sum
+        # db = 1ᵀ dz as a (1, n) @ (n, fan_out) product: faster than a column sum. Both sides
+        # stay 2-D: CuPy 13 refuses a 1-D operand with `out=` ("axes don't match array")
+        self._ones = xp.ones((1, n), dtype)
         self._cap = n
 
     def forward(self, x: Any, keep: Any = None) -> Any:
@@ -67,8 +69,10 @@ class Dense:
         z = self._z[:n]
         self.xp.matmul(x, self.W, out=z)
         z += self.b
-        a = self._a[:n]
-        ACTIVATIONS[self.activation](self.xp, z, a)  # in place when z and a share memory
+        # in place when z and a share memory; then z itself is passed as the output, since
+        # CuPy copies an input that shares memory with `out` unless it is `out` itself
+        a = z if self._a is self._z else self._a[:n]
+        ACTIVATIONS[self.activation](self.xp, z, a)
         self.z, self.a = z, a
         if keep is None:
             self.mask = None
@@ -90,7 +94,11 @@ class Dense:
             DERIVATIVES[self.activation](self.xp, self.z, self.a, dy, self._tmp[:n])
         dz = dy
         self.xp.matmul(self.x.T, dz, out=self.dW)  # dW = xᵀ dz   (fan_in, fan_out)
-        self.xp.matmul(self._ones[:n], dz, out=self.db)  # db = Σ dz  (fan_out,)
+        if self.fan_out == 1:  # CuPy computes (1, n) @ (n, 1) through a temporary
+            dz.sum(axis=0, out=self.db)
+        else:
+            db = self.db.reshape(1, self.fan_out)  # a view: db = Σ dz   (1, fan_out)
+            self.xp.matmul(self._ones[:, :n], dz, out=db)
         if not need_dx:
             return None
         dx = self._dx[:n]

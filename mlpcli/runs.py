@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from mlpcli import checkpoint as ckpt
-from mlpcli import paths
+from mlpcli import memory, paths
 from mlpcli.backend import get_backend
 from mlpcli.config import Config, load_config, parse_override, to_yaml
 from mlpcli.data import data_digest, prepare
 from mlpcli.data.preprocess import stored_encoding
-from mlpcli.errors import CheckpointError, ConfigError, DataError, MlpcliError, RunError
+from mlpcli.errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MlpcliError,
+    RunError,
+)
 from mlpcli.paths import RunLock, check_run_name
 from mlpcli.progress import Progress
 from mlpcli.stopping import StopRequest
@@ -59,19 +66,21 @@ def train(
         config = load_config(config_path, overrides, options)
         backend = get_backend(config.device)
         data = prepare(config, str(config_path))
-        run = Run(config, data, reporter, backend, stop=stop)
+        with memory.on_device(backend):  # the data and model may not fit on the GPU
+            run = Run(config, data, reporter, backend, stop=stop)
         stop.defer()  # from here on a stop ends with a resumable checkpoint
         with claim_folder(config, name, run.comm) as run_dir:
             try:
-                return run.fit(run_dir)
-            except RunError as e:  # diverged
+                with memory.on_device(backend):
+                    return run.fit(run_dir)
+            except (RunError, BackendError) as e:  # diverged, or out of GPU memory
                 _clear_unsaved(run, run_dir, e)
                 raise
 
 
-def _clear_unsaved(run: Run, run_dir: Path, error: RunError) -> None:
-    """A new run that diverged before its first checkpoint leaves nothing behind that
-    would block a rerun under the same name."""
+def _clear_unsaved(run: Run, run_dir: Path, error: MlpcliError) -> None:
+    """A new run that diverged (or ran out of GPU memory) before its first checkpoint
+    leaves nothing behind that would block a rerun under the same name."""
     if run.comm.rank != 0 or any((run_dir / "checkpoints").glob("*.npz")):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -172,10 +181,11 @@ def _resume(
             f"data: {data.source} is not the data this checkpoint was trained on "
             f"({stored}, now {data_digest(data)}); exact resume needs the same data"
         )
-    run = Run(config, data, reporter, backend, state=state, stop=stop)
+    with memory.on_device(backend):
+        run = Run(config, data, reporter, backend, state=state, stop=stop)
     run.progress.stopped_early = False  # asked to go on: early stopping judges anew
     stop.defer()  # from here on a stop ends with a resumable checkpoint
-    with RunLock(run_dir) if run.comm.rank == 0 else nullcontext():
+    with RunLock(run_dir) if run.comm.rank == 0 else nullcontext(), memory.on_device(backend):
         return run.fit(run_dir)
 
 

@@ -10,10 +10,19 @@ The wall: `np.asarray(dev)`, NumPy ufuncs and array functions on a `DeviceArray`
 array mixed into device arithmetic, indexing or an `xp` function, all raise TypeError.
 The only doors are `xp.asarray` (host -> device, a copy) and `.get()` (device -> host, a
 copy); `float()`, `int()` and `bool()` of a 0-d array work (in CuPy: a sync).
+
+It refuses what CuPy refuses where the engine could trip on it, and takes the keywords
+CuPy takes (`order=`, `shape=`) where it once refused them: keywords CuPy's ufuncs and
+reductions lack (`where=`, `initial=`), `take` with a `mode` or into an `out` of another
+dtype, `out=` buffers of the wrong shape or an unsafe cast. And `recording()` logs every call
+made through it (function, argument shapes, dtypes, strides and which arrays share memory),
+so that tests/cupy_replay.py can replay the same calls on real CuPy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import operator
 from types import SimpleNamespace
 from typing import Any
@@ -101,8 +110,26 @@ def _unary(op):
     return method
 
 
+# the keywords cupy.ndarray's reductions take (NumPy's also take where=, initial=)
+_REDUCTION_KEYWORDS = {
+    "sum": ("axis", "dtype", "keepdims"),
+    "mean": ("axis", "dtype", "keepdims"),
+    "max": ("axis", "keepdims"),
+    "min": ("axis", "keepdims"),
+    "argmax": ("axis", "dtype", "keepdims"),
+    "argmin": ("axis", "dtype", "keepdims"),
+}
+
+
+def _check_keywords(where: str, kwargs: dict, allowed: tuple) -> None:
+    extra = sorted(set(kwargs) - set(allowed))
+    if extra:
+        raise TypeError(f"{where}() got unexpected keyword arguments {extra} (CuPy has none)")
+
+
 def _reduction(name: str):
     def method(self, *args, out=None, **kwargs):
+        _check_keywords(name, kwargs, _REDUCTION_KEYWORDS[name])
         result = getattr(self._a, name)(*args, out=_out(out, name), **kwargs)
         return out if out is not None else _wrap(result)
 
@@ -169,11 +196,15 @@ class DeviceArray:
     def __len__(self) -> int:
         return len(self._a)
 
-    def reshape(self, *shape: Any) -> DeviceArray:
-        return DeviceArray(self._a.reshape(*shape))
+    def reshape(self, *shape: Any, order: str = "C") -> DeviceArray:
+        return DeviceArray(self._a.reshape(*shape, order=order))
 
-    def astype(self, dtype: Any, copy: bool = True) -> DeviceArray:
-        a = self._a.astype(dtype, copy=copy)
+    def astype(
+        self, dtype: Any, order: str = "K", casting: Any = None, subok: Any = None, copy=True
+    ) -> DeviceArray:
+        if subok is not None or casting is not None:
+            raise TypeError("astype: casting and subok are not supported (as in CuPy)")
+        a = self._a.astype(dtype, order=order, copy=copy)
         return self if a is self._a else DeviceArray(a)
 
     def copy(self) -> DeviceArray:
@@ -225,11 +256,13 @@ class DeviceArray:
 # ---------------------------------------------------------------------- the module "xp"
 
 
-def asarray(a: Any, dtype: Any = None) -> DeviceArray:
+def asarray(a: Any, dtype: Any = None, order: Any = None) -> DeviceArray:
     """Host -> device (a copy); a device array comes back as it is (cast if dtype differs)."""
     if isinstance(a, DeviceArray):
-        return a if dtype is None else a.astype(dtype, copy=False)
-    return DeviceArray(np.array(a, dtype=dtype))  # np.array copies, like a cudaMemcpy
+        if dtype is None and order in (None, "K", "A"):
+            return a
+        return DeviceArray(np.asarray(a._a, dtype=dtype, order=order))
+    return DeviceArray(np.array(a, dtype=dtype, order=order))  # a copy, like a cudaMemcpy
 
 
 def ascontiguousarray(a: Any, dtype: Any = None) -> DeviceArray:
@@ -242,16 +275,20 @@ def ascontiguousarray(a: Any, dtype: Any = None) -> DeviceArray:
 
 
 def _creation(f):
-    def create(shape: Any, dtype: Any = float) -> DeviceArray:
-        return DeviceArray(f(shape, dtype=dtype))
+    def create(shape: Any, dtype: Any = float, order: str = "C") -> DeviceArray:
+        return DeviceArray(f(shape, dtype=dtype, order=order))
 
     create.__name__ = f.__name__
     return create
 
 
 def _like(f):
-    def create(a: Any, dtype: Any = None) -> DeviceArray:
-        return DeviceArray(f(_device(a, f.__name__), dtype=dtype))
+    def create(
+        a: Any, dtype: Any = None, order: str = "K", subok: Any = None, shape: Any = None
+    ) -> DeviceArray:
+        if subok is not None:
+            raise TypeError(f"{f.__name__}: subok is not supported (as in CuPy)")
+        return DeviceArray(f(_device(a, f.__name__), dtype=dtype, order=order, shape=shape))
 
     create.__name__ = f.__name__
     return create
@@ -264,9 +301,13 @@ def arange(*args: Any, dtype: Any = None) -> DeviceArray:
 
 
 def take(a: Any, indices: Any, axis: Any = None, out: Any = None) -> DeviceArray:
-    """cupy.take: no `mode` argument (out-of-range indices wrap on a GPU, unchecked)."""
+    """cupy.take: no `mode` argument (out-of-range indices wrap on a GPU, unchecked), and an
+    `out` of the source's dtype ("Output dtype mismatch" otherwise)."""
     idx = indices if isinstance(indices, int) else _device(indices, "take(indices)")
-    result = np.take(_device(a, "take"), idx, axis=axis, out=_out(out, "take"))
+    src, dst = _device(a, "take"), _out(out, "take")
+    if dst is not None and dst.dtype != src.dtype:
+        raise TypeError(f"take: Output dtype mismatch ({src.dtype} into {dst.dtype})")
+    result = np.take(src, idx, axis=axis, out=dst)
     return out if out is not None else _wrap(result)
 
 
@@ -296,12 +337,15 @@ def _ufunc(f: np.ufunc):
     """A NumPy ufunc behind the wall: device arrays and scalars in, a device array out."""
 
     def call(*args: Any, out: Any = None, **kwargs: Any) -> DeviceArray:
+        _check_keywords(f.__name__, kwargs, _UFUNC_KEYWORDS)
         result = f(*(_operand(x, f.__name__) for x in args), out=_out(out, f.__name__), **kwargs)
         return out if out is not None else _wrap(result)
 
     call.__name__ = f.__name__
     return call
 
+
+_UFUNC_KEYWORDS = ("dtype", "casting")  # with out=: what cupy.ufunc.__call__ takes
 
 _UFUNCS = (
     *("add", "subtract", "multiply", "divide", "true_divide", "power", "negative", "matmul"),
@@ -343,6 +387,111 @@ xp = SimpleNamespace(
     **{name: _ufunc(getattr(np, name)) for name in _UFUNCS},
 )
 xp.get_array_module = lambda *arrays: xp
+
+
+# ---------------------------------------------------------------------- recording the calls
+
+_RECORD: dict | None = None  # while recording: canonical call -> the call, in first-seen order
+_DEPTH = [0]  # calls made from inside a recorded call are not recorded themselves
+
+
+@contextlib.contextmanager
+def recording():
+    """Record each distinct call made through the stand-in inside the block; yields the list
+    (filled as the block runs) of calls in tests/cupy_replay.py's format."""
+    global _RECORD
+    outer, _RECORD = _RECORD, {}
+    calls: list[dict] = []
+    try:
+        yield calls
+    finally:
+        calls.extend(_RECORD.values())
+        _RECORD = outer
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array that owns the memory `a` views (a memory map's first ndarray)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def encode(value: Any, buffers: dict) -> Any:
+    """An argument as JSON: device arrays by buffer (numbered in order of appearance within
+    one call, so that calls differing only in which buffer they use compare equal), offset,
+    shape, dtype and strides, and which arguments are one and the same array object (CuPy
+    copies an input that shares memory with `out` unless it *is* `out`); host arrays by shape
+    and dtype; scalars by value and type."""
+    if isinstance(value, DeviceArray):
+        a = value._a
+        root = _root(a)
+        key = id(root)
+        if key not in buffers:
+            buffers[key] = (len(buffers) - (None in buffers), root.nbytes)
+        objects = buffers.setdefault(None, {})  # array objects, apart from the buffers
+        objects.setdefault(id(value), len(objects))
+        number, nbytes = buffers[key]
+        offset = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        return {
+            "object": objects[id(value)],
+            "device": number,
+            "nbytes": nbytes,
+            "offset": offset,
+            "shape": list(a.shape),
+            "strides": list(a.strides),
+            "dtype": a.dtype.str,
+        }
+    if isinstance(value, np.ndarray):
+        return {"host": list(value.shape), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return {"scalar": value.item(), "dtype": value.dtype.str}
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return {
+            "tuple" if isinstance(value, tuple) else "list": [encode(v, buffers) for v in value]
+        }
+    if isinstance(value, slice):
+        return {"slice": [value.start, value.stop, value.step]}
+    if value is Ellipsis:
+        return {"ellipsis": True}
+    if isinstance(value, (type, np.dtype)):
+        return {"type": np.dtype(value).str}
+    raise TypeError(f"cannot record an argument of type {type(value).__name__}")
+
+
+def encode_call(name: str, args: tuple, kwargs: dict) -> dict:
+    """One call in the replay format: {"call": name, "args": [...], "kwargs": {...}}."""
+    buffers: dict = {}
+    return {
+        "call": name,
+        "args": [encode(a, buffers) for a in args],
+        "kwargs": {k: encode(v, buffers) for k, v in kwargs.items()},
+    }
+
+
+def _recorded(name: str, f):
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if _RECORD is not None and _DEPTH[0] == 0:
+            entry = encode_call(name, args, kwargs)
+            _RECORD.setdefault(json.dumps(entry, sort_keys=True), entry)
+        _DEPTH[0] += 1
+        try:
+            return f(*args, **kwargs)
+        finally:
+            _DEPTH[0] -= 1
+
+    call.__name__ = getattr(f, "__name__", name)
+    return call
+
+
+for _name, _f in list(vars(xp).items()):
+    if callable(_f) and not isinstance(_f, type) and _name != "get_array_module":
+        setattr(xp, _name, _recorded(f"xp.{_name}", _f))
+for _name, _f in list(vars(DeviceArray).items()):
+    if callable(_f) and _name not in ("__init__", "__array__", "__array_function__", "__repr__"):
+        setattr(DeviceArray, _name, _recorded(f"ndarray.{_name}", _f))
+DeviceArray.T = property(_recorded("ndarray.T", lambda self: DeviceArray(self._a.T)))
 
 BACKEND = Backend("cuda", xp, "stand-in GPU (NumPy behind a CuPy-like wall)")
 

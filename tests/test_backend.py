@@ -22,7 +22,7 @@ from standin_xp import BACKEND, DeviceArray, xp
 import mlpcli.backend
 import mlpcli.inference
 import mlpcli.runs
-from mlpcli import checkpoint, inference
+from mlpcli import checkpoint, inference, memory
 from mlpcli.backend import Backend, get_backend, to_host
 from mlpcli.config import validate_dict
 from mlpcli.data import prepare
@@ -370,14 +370,17 @@ def _fake_cupy(count, name: str | bytes = b"NVIDIA H100 80GB HBM3") -> SimpleNam
     return SimpleNamespace(cuda=SimpleNamespace(runtime=runtime))
 
 
-def test_cuda_selection_with_a_fake_cupy(monkeypatch):
+def test_cuda_selection_with_a_fake_cupy(monkeypatch, capsys):
     for count, expected in [(0, "no CUDA device"), (RuntimeError("no driver"), "no driver")]:
         monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(count))
         reason = mlpcli.backend._cuda()
-        assert isinstance(reason, str) and expected in reason
+        assert isinstance(reason, mlpcli.backend.NoCuda) and expected in reason.reason
+        assert not reason.has_gpu
         with pytest.raises(BackendError, match=expected):
             get_backend("cuda")
         assert get_backend("auto").name == "cpu"
+        assert capsys.readouterr().err == ""  # no GPU at all: the CPU without a word
+    monkeypatch.setattr(mlpcli.backend, "_probe", lambda cupy: None)  # the GPU works
     for name in (b"NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"):
         fake = _fake_cupy(1, name)
         monkeypatch.setitem(sys.modules, "cupy", fake)
@@ -388,6 +391,65 @@ def test_cuda_selection_with_a_fake_cupy(monkeypatch):
     assert get_backend("cpu").xp is np
     monkeypatch.undo()
     assert not isinstance(sys.modules.get("cupy"), SimpleNamespace)
+
+
+def test_a_gpu_that_fails_the_check_is_an_error_or_a_warning(monkeypatch, capsys):
+    """A GPU whose libraries are missing: `cuda` is one error, `auto` the CPU and a warning
+    (against real CuPy: tests/test_cupy_conformance.py)."""
+    fake = _fake_cupy(1)
+
+    def no_cublas():
+        raise ImportError("libcublas.so.12: cannot open shared object file")
+
+    fake.__version__ = "14.0.0"
+    fake.cuda.device = SimpleNamespace(get_cublas_handle=no_cublas)
+    fake.cuda.nvrtc = SimpleNamespace(getVersion=lambda: (12, 4))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(mlpcli.backend, "_WARNED", set())
+    with pytest.raises(BackendError) as e:
+        get_backend("cuda")
+    message = str(e.value)
+    assert message.startswith("device cuda: the GPU (NVIDIA H100 80GB HBM3) cannot be used")
+    assert "cuBLAS (libcublas.so.12: cannot open" in message and "NVRTC" not in message
+    assert 'pip install "cupy-cuda12x[ctk]"' in message and "\n" not in message
+    assert capsys.readouterr().err == ""
+    assert get_backend("auto").name == "cpu"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: device auto: the GPU (NVIDIA H100 80GB HBM3) cannot be")
+    assert line.endswith("; running on the CPU")
+    assert get_backend("auto").name == "cpu"
+    assert capsys.readouterr().err == ""  # said once a process (a sweep runs many trials)
+    # the libraries load, but the test computation goes wrong
+    fake.cuda.device = SimpleNamespace(get_cublas_handle=lambda: 1)
+    fake.float32 = np.float32
+    fake.arange = np.arange
+    fake.matmul = lambda a, b: np.float32(0.0)
+    with pytest.raises(BackendError, match="gave 30.0 instead of 60"):
+        get_backend("cuda")
+
+
+def test_out_of_gpu_memory_is_a_backend_error():
+    class OutOfMemoryError(MemoryError):
+        pass
+
+    OutOfMemoryError.__module__ = "cupy.cuda.memory"
+    runtime = SimpleNamespace(memGetInfo=lambda: (1 << 30, 16 << 30))
+    fake = SimpleNamespace(
+        cuda=SimpleNamespace(runtime=runtime),
+        get_default_memory_pool=lambda: SimpleNamespace(total_bytes=lambda: 5 << 30),
+    )
+    gpu = Backend("cuda", fake, "fake")
+    with pytest.raises(BackendError) as e, memory.on_device(gpu):
+        raise OutOfMemoryError("Out of memory allocating 8,000,000,000 bytes.")
+    assert str(e.value) == (
+        "device cuda: out of GPU memory (Out of memory allocating 8,000,000,000 bytes; "
+        "the GPU has 1.0 GiB free of 16.0 GiB, and this run holds 5.0 GiB); use a smaller "
+        "train.batch_size or model, stream the data from the host, or train with --device cpu"
+    )
+    with pytest.raises(MemoryError), memory.on_device(CPU):  # the host's: not ours to reword
+        raise MemoryError("host")
+    with pytest.raises(MemoryError), memory.on_device(gpu):
+        raise MemoryError("a host allocation on a GPU run")
 
 
 # ------------------------------------------------------------------ the math touches only xp
