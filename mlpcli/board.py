@@ -108,10 +108,12 @@ def hparams(config: Config) -> dict[str, Any]:
     TensorBoard lists first the columns whose values differ between the runs it shows, the
     rest by name, and ticks the first five. So what is tuned most has a short name that sorts
     first: `activations`, `batch_size`, `dropout` (per layer, as `units`: `16-16-2`), `epochs`,
-    `lr`; then `optimizer`, `schedule`, `units`, `weight_decay`. Every other knob follows under
-    a dotted name that sorts after `lr`: `optimizer.betas`, `schedule.gamma`, `train.shuffle`,
-    `model.init`, `model.loss`, `model.dtype`, `seed`, and the data as `source` (data.source),
-    `source.noise` (its options), `source.val_split`, ... Unset (null) keys are left out.
+    `learning_rate` (optimizer.lr; the HParams tab also lists every scalar as a metric, and the
+    metric `lr` is the last step's); then `optimizer`, `schedule`, `units`, `weight_decay`.
+    Every other knob follows under a dotted name that sorts after these: `optimizer.betas`,
+    `schedule.gamma`, `train.shuffle`, `model.init`, `model.loss`, `model.dtype`, `seed`, and
+    the data as `source` (data.source), `source.noise` (its options), `source.val_split`, ...
+    Unset (null) keys are left out.
     """
     data = to_dict(config)
     optimizer = dict(data["optimizer"])
@@ -125,7 +127,7 @@ def hparams(config: Config) -> dict[str, Any]:
         "batch_size": train.pop("batch_size"),
         "dropout": "-".join(f"{la['dropout']:g}" for la in layers),
         "epochs": train.pop("epochs"),
-        "lr": optimizer.pop("lr"),
+        "learning_rate": optimizer.pop("lr"),  # `lr` is the scalar of the lr at each step
         "optimizer": optimizer.pop("name"),
         "schedule": schedule.pop("name"),
         "units": "-".join(str(la["units"]) for la in layers),

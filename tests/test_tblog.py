@@ -186,6 +186,48 @@ def test_leftovers_of_an_interrupted_rewrite_are_deleted(tmp_path):
     assert _steps_in(nested) == [0, 1, 2, 3, 4]
 
 
+def _tagged(step: int, tag: str, **metadata) -> bytes:
+    """A record of one summary value carrying only metadata, as the HParams plugin's are."""
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+    value = Summary.Value(tag=tag, metadata=SummaryMetadata(**metadata))
+    return _record(Event(wall_time=2.0, step=step, summary=Summary(value=[value])))
+
+
+def test_dropping_a_tag_prefix_removes_those_events_whatever_their_step(tmp_path):
+    records = _events(range(1, 6))
+    start = _tagged(0, "_hparams_/session_start_info")
+    end = _tagged(5, "_hparams_/session_end_info")
+    mention = _tagged(4, "notes", display_name="_hparams_/ in a name is no tag")
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(b"".join(records[:1] + [start] + records[1:] + [mention, end]))
+
+    assert truncate_events(tmp_path, 100, drop="_hparams_/") == 2
+    assert path.read_bytes() == b"".join(records + [mention])
+    assert truncate_events(tmp_path, 100, drop="_hparams_/") == 0  # and nothing more goes
+    assert truncate_events(tmp_path, 3, drop="_hparams_/") == 3  # steps 4, 5 and `mention`
+
+
+def test_scalars_and_the_first_wall_time_are_read_back(tmp_path):
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    def value(step, tag, v):
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=v)])
+        return _record(Event(wall_time=5.0 + step, step=step, summary=summary))
+
+    assert tblog.first_wall_time(tmp_path) is None and tblog.read_scalars(tmp_path, "v") == {}
+    first = [value(1, "val/loss", 0.5), value(1, "train/loss", 9.0), value(2, "val/loss", 0.25)]
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"".join(_events([]) + first))
+    later = value(3, "val/accuracy", 0.75) + value(4, "val/loss", 0.125)[:20]  # a torn tail
+    (tmp_path / "events.out.tfevents.2.host").write_bytes(later)
+
+    assert tblog.read_scalars(tmp_path, "val/") == {
+        "val/loss": [(1, 0.5), (2, 0.25)],
+        "val/accuracy": [(3, 0.75)],
+    }
+    assert tblog.first_wall_time(tmp_path) == 1.0  # the first file's header
+
+
 def test_a_missing_or_empty_folder_is_fine(tmp_path):
     assert truncate_events(tmp_path / "nope", 3) == 0
     assert truncate_events(tmp_path, 3) == 0

@@ -42,7 +42,7 @@ RUNS = {
     "diverged": (REGRESSION, ["--epochs", "1"], ["--epochs", "2", "--set", "optimizer.lr=1e12"], 1),
 }
 # the hyperparameters a resume changed, beside those in the run's config.yaml
-RESUMED = {"resumed": {"epochs": 3}, "diverged": {"epochs": 2, "lr": 1e12}}
+RESUMED = {"resumed": {"epochs": 3}, "diverged": {"epochs": 2, "learning_rate": 1e12}}
 STATUS = {"diverged": "STATUS_FAILURE"}  # the others: STATUS_SUCCESS
 
 
@@ -94,6 +94,25 @@ def test_one_run_per_run_folder_and_one_session_each(logdir):
         assert got == _hparams(logdir, run), run
     start = metadata.parse_session_start_info_plugin_data(sessions["resumed"][START])
     assert start.hparams["epochs"].number_value == 3
+
+
+def test_a_lone_run_shows_the_knobs_tuned_most_first(logdir):
+    """TensorBoard ticks the first five hyperparameters: with nothing differing, by name."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment
+
+    run = str(logdir / "adam-small")
+    mux = EventMultiplexer().AddRunsFromDirectory(run).Reload()
+    provider = MultiplexerDataProvider(mux, run)
+    tb = base_plugin.TBContext(logdir=run, multiplexer=mux, data_provider=provider)
+    request = api_pb2.GetExperimentRequest(hparams_limit=1000)  # as the dashboard asks
+    handler = backend_context.Context(tb)
+    experiment = get_experiment.Handler(context.RequestContext(), handler, "", request).run()
+    names = [info.name for info in experiment.hparam_infos]
+    assert names[:5] == ["activations", "batch_size", "dropout", "epochs", "learning_rate"]
+    assert not any(info.differs for info in experiment.hparam_infos)
 
 
 def test_best_is_the_running_best_of_each_validation_metric(logdir):
@@ -169,7 +188,8 @@ def test_hparams_plugin_of_a_real_tensorboard(logdir, load_fast, tmp_path):
     for info in infos:  # `differs` is TensorBoard's own finding, across every run
         values = {str(hp[info["name"]]) for hp in configs.values() if info["name"] in hp}
         assert info.get("differs", False) == (len(values) > 1), info
-    assert {"lr", "batch_size", "epochs"} <= {i["name"] for i in infos if i.get("differs")}
+    differing = {info["name"] for info in infos if info.get("differs")}
+    assert {"learning_rate", "batch_size", "epochs"} <= differing
     differ = sum(1 for info in infos if info.get("differs"))
     assert all(info.get("differs") for info in infos[:differ])  # listed first, then by name
     assert names[differ:] == sorted(names[differ:])
