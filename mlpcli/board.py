@@ -13,6 +13,7 @@ imported only when a run opens its log.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from mlpcli.backend import to_host
 from mlpcli.config import Config, to_dict, to_yaml
+from mlpcli.errors import MlpcliError
 from mlpcli.model import standardize
 
 # The validation metrics whose best value so far is logged (as `val/{name}_best`, each epoch),
@@ -85,7 +87,11 @@ def log_best(run: Any, log: RunLog, metrics: dict[str, float]) -> None:
 def log_final(run: Any, log: RunLog, status: str = "success") -> None:
     """The end of the run's HParams session: "success" (trained to the end or stopped early)
     or "failure" (diverged). A run stopped by a signal has no end: it is to be resumed."""
-    log.session_end(status, run.progress.step)
+    if status == "failure":  # the divergence is the error to report, not a failed write
+        with contextlib.suppress(MlpcliError):
+            log.session_end(status, run.progress.step)
+    else:
+        log.session_end(status, run.progress.step)
 
 
 def _best_so_far(run_dir: Path) -> dict[str, float]:
