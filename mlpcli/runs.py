@@ -166,11 +166,11 @@ def _resume(
             "checkpoint, never through a link into another run"
         )
     run_dir = ckpt.run_folder_of(state.path)
-    for inside in (run_dir / "checkpoints", run_dir / "hparams"):
-        if inside.is_symlink():
-            raise CheckpointError(
-                f"{inside}: is a symbolic link; resume writes only inside its run folder"
-            )
+    inside = run_dir / "checkpoints"
+    if inside.is_symlink():
+        raise CheckpointError(
+            f"{inside}: is a symbolic link; resume writes only inside its run folder"
+        )
     config = resume_config(state, overrides, epochs, device)
     ckpt.check_against(state, config)
     backend = get_backend(config.device)

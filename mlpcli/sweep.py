@@ -442,28 +442,6 @@ def trial_config(sweep: Sweep, trial: Trial) -> Config:
     )
 
 
-def experiment_summary(sweep: Sweep) -> dict[str, Any]:
-    """What a sweep-level HParams experiment summary lists: each hyperparameter (as
-    board.hparams names it) whose value differs between the trials, with the values the
-    trials take (its discrete domain, sorted), and the metric tags the trials report.
-
-    A writer of TensorBoard's `_hparams_/experiment` summary takes this as it is; each
-    trial's own session info (hyperparameters and metrics) is written by its run."""
-    from mlpcli.board import hparams
-
-    flat = [hparams(trial_config(sweep, t)) for t in sweep.trials]
-    names = [n for n in flat[0] if any(f.get(n) != flat[0][n] for f in flat)] if flat else []
-    domains = {
-        n: sorted({f[n] for f in flat if n in f}, key=lambda v: (str(type(v)), v)) for n in names
-    }
-    metrics: list[str] = []
-    for t in sweep.trials:
-        metrics += [
-            k[len("final_") :] for k in t.row if k.startswith("final_") and k[6:] not in metrics
-        ]
-    return {"hparams": domains, "metrics": metrics}
-
-
 # ----------------------------------------------------------------------------- results.csv
 
 

@@ -310,10 +310,10 @@ class Run:
             norm = float(
                 self.xp.sqrt(self.xp.vdot(layer.dW, layer.dW) + self.xp.vdot(layer.db, layer.db))
             )
-            self.tb.scalar(f"grad_norm/layer{i}", norm, p.step)
+            self.tb.scalar(f"vitals/grad_norm/layer{i}", norm, p.step)
         elapsed = time.perf_counter() - started
         rate = (p.step - first_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
-        self.tb.scalar("train/samples_per_sec", rate, p.step)
+        self.tb.scalar("vitals/samples_per_sec", rate, p.step)
         self.reporter.log(self, mean, rate)
         loss_sum[...] = 0
         hits[...] = 0
@@ -331,11 +331,12 @@ class Run:
         for tag, value in metrics.items():
             if tag != "train/loss":  # logged with its interval by _log
                 self.tb.scalar(tag, value, p.step)
+        board.log_best(self, self.tb, metrics)
         if cfg.logging.histograms:
             for name, value in self.model.params().items():
                 self.tb.histogram(f"weights/{name}", to_host(value), p.step)
             for name, value in self.model.grads().items():
-                self.tb.histogram(f"grads/{name}", to_host(value), p.step)
+                self.tb.histogram(f"weights/{name}/grad", to_host(value), p.step)
         every = cfg.logging.images_every_n_epochs
         if board.draws_images(self) and (p.epoch % every == 0 or p.epoch == cfg.train.epochs):
             board.log_images(self, self.tb)
@@ -449,6 +450,8 @@ class Run:
 
     def _diverged(self, value: float, epoch: int) -> None:
         p = self.progress
+        if self.tb is not None:
+            board.log_final(self, self.tb, "failure")
         last = self.run_dir / "checkpoints" / "last.npz"
         kept = f"; the last good checkpoint is {last}" if last.exists() else ""
         raise RunError(

@@ -1666,11 +1666,9 @@ LINK_CASES = {
         remove=[CKPT], links={CKPT: f"{WS}/elsewhere/checkpoints"},
     ),
     # the event files and the config are links to files outside
-    "event files outside": dict(externalize=[f"{BASE_RUN}/events.*", f"{BASE_RUN}/hparams/*"]),
+    "event files outside": dict(externalize=[f"{BASE_RUN}/events.*"]),
     "config outside": dict(remove=[f"{BASE_RUN}/config.yaml"],
                            links={f"{BASE_RUN}/config.yaml": f"{WS}/outside.yaml"}),
-    "hparams outside": dict(remove=[f"{BASE_RUN}/hparams"],
-                            links={f"{BASE_RUN}/hparams": f"{WS}/elsewhere"}),
     # checkpoints that are links to a non-checkpoint outside
     "checkpoint is a link to text": dict(
         remove=[f"{CKPT}/last.npz", f"{CKPT}/best.npz"],

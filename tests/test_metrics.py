@@ -128,7 +128,7 @@ def test_binary_run_logs_f1_auc_confusion_and_pr_curve(tmp_path, capsys):
     assert len(steps) == 3
     for tag in ("val/f1_macro", "val/auc"):
         assert [e.step for e in acc.Scalars(tag)] == steps
-    images = acc.Images("val/confusion_matrix")
+    images = acc.Images("vis/confusion_matrix")
     assert [e.step for e in images] == steps
     assert images[0].encoded_image_string.startswith(b"\x89PNG")
     assert images[0].width == images[0].height  # a square grid of 2 x 2 cells
@@ -174,7 +174,7 @@ def test_multiclass_run_has_a_confusion_matrix_and_no_auc(tmp_path, capsys):
     acc = _events(run)
     assert "val/auc" not in acc.Tags()["scalars"] and "val/pr_curve" not in acc.Tags()["tensors"]
     assert len(acc.Scalars("val/f1_macro")) == 3
-    image = acc.Images("val/confusion_matrix")[-1]
+    image = acc.Images("vis/confusion_matrix")[-1]
     from mlpcli.visualize import confusion_image
 
     _, meta = load_last(run)
@@ -196,7 +196,7 @@ def test_too_many_classes_for_a_picture(tmp_path, capsys):
         train={"epochs": 1, "batch_size": 64},
     )
     acc = _events(_train(tmp_path, capsys, config))
-    assert "val/confusion_matrix" not in acc.Tags()["images"]
+    assert "vis/confusion_matrix" not in acc.Tags()["images"]
     assert len(acc.Scalars("val/f1_macro")) == 1
 
 

@@ -202,7 +202,7 @@ def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
     acc = EventAccumulator(str(run))
     acc.Reload()
-    tags = set(acc.Tags()["scalars"]) - {"train/samples_per_sec"}  # wall-clock: differs
+    tags = set(acc.Tags()["scalars"]) - {"vitals/samples_per_sec"}  # wall-clock: differs
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in tags}
 
 

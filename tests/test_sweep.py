@@ -50,6 +50,26 @@ def _sweep(*args, cwd=REPO, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+def _hparams_of(folder: Path):
+    """What TensorBoard's HParams plugin makes of `folder`: its experiment (columns, which
+    differ, metrics) and each run's session start info, read with TensorBoard's own code."""
+    pytest.importorskip("tensorboard")
+    from tensorboard import context
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment, metadata
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(folder)).Reload()
+    provider = MultiplexerDataProvider(mux, str(folder))
+    tb = base_plugin.TBContext(logdir=str(folder), multiplexer=mux, data_provider=provider)
+    request = api_pb2.GetExperimentRequest(hparams_limit=1000)  # as the dashboard asks
+    handler = backend_context.Context(tb)
+    experiment = get_experiment.Handler(context.RequestContext(), handler, "", request).run()
+    sessions = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    return experiment, sessions
+
+
 def test_a_grid_with_two_jobs_equals_four_train_runs(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", small_config())
     result = _sweep(config, *GRID, "--jobs", "2", "--logdir", tmp_path / "logs", "--name", "s")
@@ -117,12 +137,14 @@ def test_a_grid_with_two_jobs_equals_four_train_runs(tmp_path, capsys):
     live = [line for line in result.stdout.splitlines() if line.startswith("trial-")]
     assert {line.split()[1] for line in live} == {"running", "done"}
     assert all(len(line) <= 100 for line in live)
-    # what a sweep-level HParams summary lists: the two tuned knobs and the metrics
-    summary = sweeps.experiment_summary(sweeps.load(folder))
-    domains = sorted(summary["hparams"].values(), key=str)
-    assert len(domains) == 2 and [0.01, 0.1] in domains, summary
-    assert all(len(values) == 2 for values in domains)
-    assert "val/loss" in summary["metrics"] and "val/accuracy" in summary["metrics"]
+    # TensorBoard's HParams plugin, pointed at the sweep folder: one session per trial, and
+    # the two tuned knobs are the columns that differ, listed first
+    experiment, sessions = _hparams_of(folder)
+    assert sorted(sessions) == [f"trial-{i:03d}" for i in range(4)]
+    differing = [info.name for info in experiment.hparam_infos if info.differs]
+    assert sorted(differing) == ["learning_rate", "units"]
+    assert [info.name for info in experiment.hparam_infos][:2] == differing
+    assert {"val/loss", "val/accuracy"} <= {m.name.tag for m in experiment.metric_infos}
     # each trial is an ordinary run folder
     code, out, err = cli(capsys, "eval", folder / "trial-001", "--json")
     assert code == 0, err

@@ -3,22 +3,16 @@ And the graph: every registered activation and loss draws."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import socket
 import struct
-import subprocess
-import sys
 import time
 import types
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorboardX.event_file_writer
+from tb_server import FAST_LOADER_UNAVAILABLE, get, tensorboard
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboardX.crc32c import crc32c
@@ -192,6 +186,48 @@ def test_leftovers_of_an_interrupted_rewrite_are_deleted(tmp_path):
     assert _steps_in(nested) == [0, 1, 2, 3, 4]
 
 
+def _tagged(step: int, tag: str, **metadata) -> bytes:
+    """A record of one summary value carrying only metadata, as the HParams plugin's are."""
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+    value = Summary.Value(tag=tag, metadata=SummaryMetadata(**metadata))
+    return _record(Event(wall_time=2.0, step=step, summary=Summary(value=[value])))
+
+
+def test_dropping_a_tag_prefix_removes_those_events_whatever_their_step(tmp_path):
+    records = _events(range(1, 6))
+    start = _tagged(0, "_hparams_/session_start_info")
+    end = _tagged(5, "_hparams_/session_end_info")
+    mention = _tagged(4, "notes", display_name="_hparams_/ in a name is no tag")
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(b"".join(records[:1] + [start] + records[1:] + [mention, end]))
+
+    assert truncate_events(tmp_path, 100, drop="_hparams_/") == 2
+    assert path.read_bytes() == b"".join(records + [mention])
+    assert truncate_events(tmp_path, 100, drop="_hparams_/") == 0  # and nothing more goes
+    assert truncate_events(tmp_path, 3, drop="_hparams_/") == 3  # steps 4, 5 and `mention`
+
+
+def test_scalars_and_the_first_wall_time_are_read_back(tmp_path):
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    def value(step, tag, v):
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=v)])
+        return _record(Event(wall_time=5.0 + step, step=step, summary=summary))
+
+    assert tblog.first_wall_time(tmp_path) is None and tblog.read_scalars(tmp_path, "v") == {}
+    first = [value(1, "val/loss", 0.5), value(1, "train/loss", 9.0), value(2, "val/loss", 0.25)]
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"".join(_events([]) + first))
+    later = value(3, "val/accuracy", 0.75) + value(4, "val/loss", 0.125)[:20]  # a torn tail
+    (tmp_path / "events.out.tfevents.2.host").write_bytes(later)
+
+    assert tblog.read_scalars(tmp_path, "val/") == {
+        "val/loss": [(1, 0.5), (2, 0.25)],
+        "val/accuracy": [(3, 0.75)],
+    }
+    assert tblog.first_wall_time(tmp_path) == 1.0  # the first file's header
+
+
 def test_a_missing_or_empty_folder_is_fine(tmp_path):
     assert truncate_events(tmp_path / "nope", 3) == 0
     assert truncate_events(tmp_path, 3) == 0
@@ -302,39 +338,12 @@ def test_tbparse(logdir, run):
 TIMEOUT = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _tensorboard(logdir: Path, load_fast: str, log: Path):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", f"--logdir={logdir}", "--host=127.0.0.1"]
-    cmd += [f"--port={port}", f"--load_fast={load_fast}", "--reload_interval=1"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)  # its own group: the Rust data server goes too
-        proc.wait(10)
-
-
-def _get(base: str, route: str, **params):
-    url = f"{base}{route}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
-
-
 def _server_data(base: str) -> dict:
     data = {}
     for run in RUNS:
         for tag in EXPECTED_SCALARS:
-            data[run, tag] = _get(base, "/data/plugin/scalars/scalars", run=run, tag=tag)
-        data[run, "weights"] = _get(
+            data[run, tag] = get(base, "/data/plugin/scalars/scalars", run=run, tag=tag)
+        data[run, "weights"] = get(
             base, "/data/plugin/histograms/histograms", run=run, tag="weights"
         )
     return data
@@ -357,9 +366,7 @@ def _wait_for_data(proc, base: str, log: Path, load_fast: str) -> dict:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             output = log.read_text(errors="replace")
-            # What TensorBoard prints when the Rust data server is missing or will not start.
-            unavailable = ("--load_fast=true not available", "Could not start data server")
-            if load_fast == "true" and any(m in output for m in unavailable):
+            if load_fast == "true" and any(m in output for m in FAST_LOADER_UNAVAILABLE):
                 pytest.skip(f"the fast loader cannot run here:\n{output[-2000:]}")
             pytest.fail(f"tensorboard exited with {proc.returncode}:\n{output[-2000:]}")
         try:
@@ -387,9 +394,9 @@ def _wait_for_data(proc, base: str, log: Path, load_fast: str) -> dict:
 @pytest.mark.parametrize("load_fast", ["false", "true"])
 def test_tensorboard_server(logdir, load_fast, tmp_path):
     log = tmp_path / "tensorboard.log"
-    with _tensorboard(logdir, load_fast, log) as (proc, base):
+    with tensorboard(logdir, load_fast, log) as (proc, base):
         data = _wait_for_data(proc, base, log, load_fast)
-        provider = _get(base, "/data/environment")["debug"]["data_provider"]
+        provider = get(base, "/data/environment")["debug"]["data_provider"]
 
     # The fast loader is the Rust data server, spoken to over gRPC.
     assert ("Grpc" in provider) == (load_fast == "true"), provider

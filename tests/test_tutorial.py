@@ -79,7 +79,7 @@ def test_every_tutorial_command_runs_and_does_what_the_page_says(tmp_path, capsy
 
     events = EventAccumulator(str(tmp_path / "logs" / "triangle"), size_guidance={"images": 0})
     events.Reload()
-    assert {"decision_surface", "hidden_units"} <= set(events.Tags()["images"])
+    assert {"vis/decision_surface", "vis/hidden_units"} <= set(events.Tags()["images"])
     assert events.Tags()["graph"]
-    steps = [image.step for image in events.Images("decision_surface")]
+    steps = [image.step for image in events.Images("vis/decision_surface")]
     assert steps[0] == 0 and steps == sorted(steps) and len(steps) == 13  # 60 epochs, every 5

@@ -1,6 +1,7 @@
-"""Event files rewritten on resume: `truncate_events` drops every record past a step from a
-run folder's TFRecord files, reading them (framing, CRCs, each Event's step) with NumPy and
-replacing a file atomically only when something goes. The CRCs are crc32c.py's.
+"""Event files rewritten on resume: `truncate_events` drops every record past a step (and, if
+asked, every record of one plugin's tags) from a run folder's TFRecord files, reading them
+(framing, CRCs, each Event's step) with NumPy and replacing a file atomically only when
+something goes. `read_scalars` and `first_wall_time` read values back. The CRCs are crc32c.py's.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ _HEADER = 12  # length + its crc
 _FOOTER = 4  # crc of the data
 
 
-def truncate_events(run_dir: str | Path, max_step: int) -> int:
-    """Remove every event with step > `max_step` from the event files in `run_dir`.
+def truncate_events(run_dir: str | Path, max_step: int, drop: str | None = None) -> int:
+    """Remove every event with step > `max_step` from the event files in `run_dir`, and,
+    when `drop` is a tag prefix, every event with a summary value under it, whatever its step.
 
     Returns how many records were removed. Each file is read up to its first torn or corrupt
     record (a length running past the end, a bad CRC): what follows is dropped, uncounted, as
@@ -42,15 +44,19 @@ def truncate_events(run_dir: str | Path, max_step: int) -> int:
     removed = 0
     for path in sorted(run_dir.glob(EVENT_GLOB)):
         if path.is_file():
-            removed += _truncate_file(path, max_step)
+            removed += _truncate_file(path, max_step, drop)
     return removed
 
 
-def _truncate_file(path: Path, max_step: int) -> int:
+def _truncate_file(path: Path, max_step: int, drop: str | None) -> int:
     data = path.read_bytes()
     starts, ends = _valid_records(data)
     steps = _steps(data, starts, ends)
     keep = steps <= max_step
+    if drop:
+        for i, event in _events_mentioning(data, starts, ends, drop):
+            if any(v.tag.startswith(drop) for v in event.summary.value):
+                keep[i] = False
     intact = (int(ends[-1]) if len(ends) else 0) == len(data)  # no torn or corrupt tail
     if intact and keep.all():
         return 0
@@ -104,6 +110,64 @@ def _steps(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
             parsed.append(event.step)
         steps[slow] = parsed
     return steps
+
+
+def read_scalars(run_dir: str | Path, prefix: str) -> dict[str, list[tuple[int, float]]]:
+    """The scalars (`simple_value`s) whose tag starts with `prefix` in the event files of
+    `run_dir`: tag -> [(step, value)] in the order written, the files read in name order
+    (each up to its first torn or corrupt record, as TensorBoard reads them)."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(run_dir).glob(EVENT_GLOB)):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        starts, ends = _valid_records(data)
+        for _, event in _events_mentioning(data, starts, ends, prefix):
+            for v in event.summary.value:
+                if v.tag.startswith(prefix) and v.WhichOneof("value") == "simple_value":
+                    found.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return found
+
+
+def first_wall_time(run_dir: str | Path) -> float | None:
+    """When the run's log was first opened: the wall time of the first record of its first
+    event file (tensorboardX's `file_version` header), or None when there is none."""
+    from google.protobuf.message import DecodeError
+    from tensorboardX.proto.event_pb2 import Event
+
+    for path in sorted(Path(run_dir).glob(EVENT_GLOB)):
+        data = path.read_bytes() if path.is_file() else b""
+        starts, ends = _valid_records(data)
+        if len(starts):
+            try:
+                return Event.FromString(data[starts[0] + _HEADER : ends[0] - _FOOTER]).wall_time
+            except DecodeError:
+                return None
+    return None
+
+
+def _events_mentioning(data: bytes, starts: np.ndarray, ends: np.ndarray, text: str):
+    """(index, Event) of each record whose bytes hold `text`, parsed. A tag is stored as
+    plain UTF-8 in a serialised Event, so the other records need no parsing."""
+    from google.protobuf.message import DecodeError
+    from tensorboardX.proto.event_pb2 import Event
+
+    needle, hits = text.encode(), []
+    at = data.find(needle)
+    while at != -1:
+        hits.append(at)
+        at = data.find(needle, at + 1)
+    if not hits or not len(starts):
+        return
+    hits = np.array(hits)
+    index = np.searchsorted(starts, hits, side="right") - 1  # the record each hit lies in
+    inside = (index >= 0) & (hits < ends[np.maximum(index, 0)])  # not in a torn tail
+    view = memoryview(data)
+    for i in np.unique(index[inside]).tolist():
+        try:
+            yield i, Event.FromString(view[starts[i] + _HEADER : ends[i] - _FOOTER])
+        except DecodeError:  # a sound record that is no Event: not ours
+            continue
 
 
 def _steps_fast(buf: np.ndarray, body: np.ndarray, size: np.ndarray):

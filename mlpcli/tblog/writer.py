@@ -25,6 +25,7 @@ from mlpcli.tblog.events import EVENT_GLOB, truncate_events
 from mlpcli.visualize import encode_png
 
 _PREFIX = "events.out.tfevents."
+HPARAMS_TAGS = "_hparams_/"  # the HParams plugin's tags: session start and end (and experiment)
 _thread_errors: dict[int, BaseException] = {}  # writer thread ident -> what ended it
 _watched: set[int] = set()
 
@@ -48,7 +49,9 @@ class TBLogger:
         # files themselves. The purge event below hides them from TensorBoard only, and only
         # when it reads the files in order; tbparse shows them. Resuming from a step-0
         # checkpoint needs this too; on a fresh run folder there are no event files to read.
-        truncate_events(run_dir, start_step)
+        # The HParams session goes whatever its step: TensorBoard keeps the first session
+        # start and end it reads, so a resumed run's own (new epochs, new lr) must be the only.
+        truncate_events(run_dir, start_step, drop=HPARAMS_TAGS)
         # tensorboardX names files `events.out.tfevents.{second}.{host}{suffix}`, and readers
         # load a folder's files in name order. The suffix keeps two writers opening one folder
         # in the same second apart (else they share, and truncate, one file) and in creation
@@ -125,11 +128,43 @@ class TBLogger:
         with self._writing():
             self._writer._get_file_writer().add_event(Event(graph_def=graph.SerializeToString()))
 
-    def hparams(self, params: dict, metrics: dict, step: int) -> None:
-        """Hyperparameters and final metrics for the HParams tab, in the run's `hparams`
-        folder: one fixed name, so a resumed run adds to it instead of making a new run."""
+    def session_start(self, hparams: dict, step: int, start_time: float) -> None:
+        """The run as a session of TensorBoard's HParams plugin, with its hyperparameters
+        (name -> str, bool or number), in the run's own event file: the run folder is the
+        session, and its scalars are the metrics the HParams tab shows (their last values).
+        Opening the logger removed any earlier session start and end (see `_open`)."""
+        from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionStartInfo
+
+        info = SessionStartInfo(start_time_secs=start_time)
+        for name, value in hparams.items():
+            if isinstance(value, bool):
+                info.hparams[name].bool_value = value
+            elif isinstance(value, int | float):
+                info.hparams[name].number_value = value
+            else:
+                info.hparams[name].string_value = str(value)
+        self._plugin_summary("session_start_info", HParamsPluginData(session_start_info=info), step)
+
+    def session_end(self, status: str, step: int) -> None:
+        """The end of the HParams session: `status` is "success", "failure" or "running"."""
+        from tensorboardX.proto.api_pb2 import Status
+        from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+
+        info = SessionEndInfo(
+            status=Status.Value(f"STATUS_{status.upper()}"), end_time_secs=time.time()
+        )
+        self._plugin_summary("session_end_info", HParamsPluginData(session_end_info=info), step)
+
+    def _plugin_summary(self, name: str, content, step: int) -> None:
+        """A summary of the HParams plugin: its data travels in the value's metadata."""
+        from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+        plugin = SummaryMetadata.PluginData(
+            plugin_name="hparams", content=content.SerializeToString()
+        )
+        value = Summary.Value(tag=HPARAMS_TAGS + name, metadata=SummaryMetadata(plugin_data=plugin))
         with self._writing():
-            self._writer.add_hparams(params, metrics, name="hparams", global_step=step)
+            self._writer._get_file_writer().add_summary(Summary(value=[value]), step)
 
     def flush(self) -> None:
         with self._writing():
