@@ -81,5 +81,6 @@ def test_a_training_run_logs_the_captioned_picture(tmp_path, capsys):
     assert cli(capsys, "train", path, "--logdir", tmp_path / "logs", "--name", "r", "-q")[0] == 0
     events = EventAccumulator(str(tmp_path / "logs" / "r"), size_guidance={"images": 0})
     events.Reload()
-    surface, lines = events.Images("decision_surface")[-1], events.Images("hidden_units")[-1]
+    surface = events.Images("vis/decision_surface")[-1]
+    lines = events.Images("vis/hidden_units")[-1]
     assert (lines.width, lines.height) == (surface.width, surface.height + 16)

@@ -224,7 +224,8 @@ def _interrupted_sweep(tmp_path: Path, name: str, kill) -> Path:
         small_config(
             data={"source": "synthetic", "options": {"n_samples": 10000, "n_features": 20}},
             model={"layers": [{"units": 32, "dropout": 0.1}, {"units": 10}]},
-            train={"epochs": 2, "batch_size": 64},
+            # enough epochs that a stop after the first one's checkpoint lands mid-trial
+            train={"epochs": 5, "batch_size": 64},
             schedule=None,
         ),
     )

@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.plugins.hparams import metadata
 from tensorboard.util import tensor_util
 
-from mlpcli.board import hparams
+from mlpcli.board import BETTER, hparams
 from mlpcli.cli import main
 from mlpcli.config import load_config
 
@@ -122,9 +122,12 @@ def test_best_is_the_running_best_of_each_validation_metric(logdir):
             tag for tag in scalars if tag.endswith("_best")
         }
         classifier = run not in ("regression", "diverged")
-        assert val == ({"val/loss", "val/accuracy"} if classifier else {"val/loss"})
+        if classifier:  # binary: auc too
+            assert val == {"val/loss", "val/accuracy", "val/f1_macro", "val/auc"}, run
+        else:
+            assert val == {"val/loss", "val/mae", "val/r2"}, run
         for tag in val:
-            pick = min if tag == "val/loss" else max
+            pick = min if BETTER[tag.removeprefix("val/")] == "min" else max
             running = [pick(scalars[tag][: i + 1]) for i in range(len(scalars[tag]))]
             assert scalars[tag + "_best"] == running, (run, tag)
     assert len(_scalars(logdir / "resumed")["val/loss_best"]) == 3  # epochs 1, 2, then 3

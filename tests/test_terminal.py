@@ -112,6 +112,8 @@ def test_epoch_rows_mark_the_epochs_that_wrote_best_npz(tmp_path, capsys, monkey
         "train/acc",
         "val/loss",
         "val/acc",
+        "val/f1",
+        "val/auc",
         "time",
         "eta",
         "best",
