@@ -21,7 +21,7 @@ from rich.table import Column
 
 REFRESH_S = 0.1  # at most this often does a step redraw the bar
 PIPED_WIDTH = 100  # the widest line written to a file or pipe
-MIN_BAR = 8  # the bar keeps at least this many cells; less important fields go first
+MIN_BAR = 5  # the bar keeps at least this many cells; less important fields go first
 LABEL = 10  # width of the header's labels ("run", "device", ...)
 SHORT = {"accuracy": "acc", "f1_macro": "f1"}  # metric names in the epoch table and the bar
 BEST_MARK = "*"
@@ -100,7 +100,7 @@ def loss_units(config: Any) -> str:
     if config.data.standardize_target:
         return (
             f"{config.loss} in standardized target units (data.standardize_target); "
-            "eval reports mse and mae in the target's own units"
+            "val/mae, val/r2 and eval are in the target's own units"
         )
     return f"{config.loss} in the target's units, squared"
 
