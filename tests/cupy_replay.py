@@ -415,7 +415,33 @@ def replay(calls: list[dict], stub_dir: Path) -> dict:
             results.append(replay_one(call, cupy, np))
         except Exception:
             results.append({"call": call["call"], "error": traceback.format_exc(limit=3)})
-    return {"cupy": cupy.__version__, "numpy": np.__version__, "results": results}
+    report = {"cupy": cupy.__version__, "numpy": np.__version__, "results": results}
+    report["pinned_empty"] = _pinned_empty(cupy, np)
+    return report
+
+
+def _pinned_empty(cupy, np) -> list[dict]:
+    """What mlpcli's Backend.pinned_empty makes on this CuPy (a NumPy array over CuPy's
+    pinned memory, into which the feed gathers each batch): its layout, whether NumPy may
+    write into it, and whether it lies in pinned memory."""
+    from mlpcli.backend import Backend
+
+    backend = Backend("cuda", cupy, "replay")
+    made = []
+    for shape, dtype in [((5, 3), "float32"), ((7,), "int64"), ((0, 4), "float64")]:
+        a = backend.pinned_empty(shape, dtype)
+        lo = a.__array_interface__["data"][0]
+        inside = any(p <= lo and lo + a.nbytes <= p + max(n, 1) for p, n in PINNED.items())
+        made.append(
+            {
+                "shape": list(a.shape),
+                "dtype": a.dtype.str,
+                "writeable": bool(a.flags.writeable),
+                "c_contiguous": bool(a.flags.c_contiguous),
+                "pinned": inside,
+            }
+        )
+    return made
 
 
 def run_mlpcli(mode: str, stub_dir: Path, args: list[str]) -> None:

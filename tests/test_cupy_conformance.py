@@ -56,6 +56,11 @@ def _python(env: str) -> Path:
 
 def replay(env: str, calls: list[dict], tmp_path: Path) -> list[dict]:
     """The results of replaying `calls` on the real CuPy of `env`."""
+    return replay_report(env, calls, tmp_path)["results"]
+
+
+def replay_report(env: str, calls: list[dict], tmp_path: Path) -> dict:
+    """The report of replaying `calls` on the real CuPy of `env` (see cupy_replay.replay)."""
     python = _python(env)
     path = tmp_path / f"calls-{env}.json"
     path.write_text(json.dumps(calls), encoding="utf-8")
@@ -69,7 +74,7 @@ def replay(env: str, calls: list[dict], tmp_path: Path) -> list[dict]:
     report = json.loads(done.stdout)
     assert report["cupy"].split(".")[0] == env[-2:], report["cupy"]
     assert len(report["results"]) == len(calls)
-    return report["results"]
+    return report
 
 
 # ------------------------------------------------------------------ what the engine calls
@@ -297,6 +302,20 @@ def test_the_streaming_calls_reach_the_cuda_runtime(env, engine_calls, engine_re
     assert waits == {True, False}  # the compute stream and the copy stream both wait
     streams = [c["kwargs"] for c in engine_calls if c["call"] == "xp.cuda.Stream"]
     assert streams == [{"non_blocking": True}]
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_pinned_buffers_are_writable_c_ordered_pinned_memory(env, tmp_path):
+    """Backend.pinned_empty on real CuPy: NumPy arrays over CuPy's pinned memory, which the
+    feed gathers batches into (np.take(out=)) and copies from asynchronously."""
+    made = replay_report(env, [], tmp_path)["pinned_empty"]
+    assert [(m["shape"], m["dtype"]) for m in made] == [
+        ([5, 3], "<f4"),
+        ([7], "<i8"),
+        ([0, 4], "<f8"),
+    ]
+    for m in made:
+        assert m["writeable"] and m["c_contiguous"] and m["pinned"], m
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))
