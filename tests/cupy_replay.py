@@ -17,6 +17,12 @@ reached on the way, and each replayed call must get as far as the device:
   entries before `cupy` is imported swaps device queries, memset and memcpy for ctypes
   callbacks; memcpy and memset record that the device was reached.
 - Memory: an allocator hands out `UnownedMemory` at made-up addresses that nothing reads.
+  Pinned host memory (`cudaHostAlloc`) is real host memory, and remembered, so that an
+  asynchronous host -> device copy (`cudaMemcpyAsync`) reports whether its source is pinned
+  (CuPy copies a non-contiguous source into ordinary memory first) and which stream it runs
+  on (the null stream, or one created: streams and events are made-up handles).
+- Runtime queries that the engine calls from Python (`memGetInfo`) run for real: without a
+  driver the runtime answers with an error, which is as far as a call can get here.
 - Kernels: compiling one (NVRTC) raises `ReachedDevice`; every check has run by then.
   CUB, which would launch precompiled kernels out of sight, is switched off.
 - cuBLAS: a stub `libcublas.so.12`, built by `stub`, stands in for the library: its handle
@@ -29,6 +35,7 @@ work at all) and fails on any other exception: that is a call real CuPy refuses.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import re
@@ -95,6 +102,11 @@ class ReachedDevice(Exception):
 
 
 REACHED: list[str] = []  # what each call reached: "memcpy", "memset", "kernel", "cublas..."
+PINNED: dict[int, int] = {}  # pinned host memory allocated and not yet freed: address -> size
+STREAMS: set[int] = set()  # the handles of the streams created
+RUNTIME: dict = {}  # the runtime's own Python functions that fake_device replaces
+_MEMCPY_KINDS = {0: "host-to-host", 1: "host-to-device", 2: "device-to-host"}
+_MEMCPY_KINDS.update({3: "device-to-device", 4: "default"})
 _KEEP: list = []  # ctypes callbacks and capsules that must stay alive
 
 _api = ctypes.pythonapi
@@ -155,8 +167,20 @@ def fake_device(name: bytes = b"Stand-in GPU") -> None:
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [s]
     libc.free.argtypes = [ctypes.c_void_p]
-    _swap(rt, "hostAlloc", p, [s, ctypes.c_uint, i], lambda size, flags, skip: libc.malloc(size))
-    _swap(rt, "freeHost", obj, [p, i], lambda ptr, skip: libc.free(ptr) or _new_ref(None))
+
+    def host_alloc(size: int, flags: int, skip: int) -> int:
+        ptr = libc.malloc(max(size, 1))
+        PINNED[ptr] = size
+        REACHED.append("hostAlloc")
+        return ptr
+
+    def free_host(ptr: int, skip: int) -> int:
+        PINNED.pop(ptr, None)
+        libc.free(ptr)
+        return _new_ref(None)
+
+    _swap(rt, "hostAlloc", p, [s, ctypes.c_uint, i], host_alloc)
+    _swap(rt, "freeHost", obj, [p, i], free_host)
     _swap(
         rt,
         "pointerGetAttributes",
@@ -164,19 +188,62 @@ def fake_device(name: bytes = b"Stand-in GPU") -> None:
         [p, i],
         lambda ptr, skip: _new_ref(rt.PointerAttributes(0, 0, ptr, 0)),  # plain host memory
     )
-    _swap(rt, "eventCreateWithFlags", p, [ctypes.c_uint, i], lambda flags, skip: 0x2000)
-    _swap(rt, "eventRecord", obj, [p, p, i], _none)
-    _swap(rt, "eventQuery", obj, [p, i], _none)
-    _swap(rt, "eventSynchronize", obj, [p, i], _none)
+
+    def event_create(flags: int, skip: int) -> int:
+        REACHED.append("eventCreate")
+        return 0x2000
+
+    _swap(rt, "eventCreateWithFlags", p, [ctypes.c_uint, i], event_create)
+    _swap(rt, "eventRecord", obj, [p, p, i], _reach("eventRecord"))
+    _swap(rt, "eventQuery", obj, [p, i], _reach("eventQuery"))
+    _swap(rt, "eventSynchronize", obj, [p, i], _reach("eventSynchronize"))
     _swap(rt, "eventDestroy", obj, [p, i], _none)
+
+    def stream_create(*args) -> int:  # (flags, [priority,] skip): a new made-up handle
+        ptr = 0x3000 + 0x10 * len(STREAMS)
+        STREAMS.add(ptr)
+        REACHED.append("streamCreate")
+        return ptr
+
+    for create, flags in [("streamCreate", []), ("streamCreateWithFlags", [ctypes.c_uint])]:
+        _swap(rt, create, p, [*flags, i], stream_create)
+    if "streamCreateWithPriority" in rt.__pyx_capi__:  # what CuPy 14's Stream() calls
+        _swap(rt, "streamCreateWithPriority", p, [ctypes.c_uint, i, i], stream_create)
+    _swap(rt, "streamDestroy", obj, [p, i], _none)
+    _swap(rt, "streamQuery", obj, [p, i], _reach("streamQuery"))
+    # (stream, event, skip, the optional flags)
+    _swap(rt, "streamWaitEvent", obj, [p, p, i, ctypes.c_void_p], _reach("streamWaitEvent"))
     # cudaDevAttrComputeCapabilityMajor (75) is 8, Minor (76) and the rest 0: an sm_80
     _swap(rt, "deviceGetAttribute", i, [i, i, i], lambda attr, dev, skip: 8 * (attr == 75))
     _swap(rt, "memcpy", obj, [p, p, s, i, i], _reach("memcpy"))
-    _swap(rt, "memcpyAsync", obj, [p, p, s, i, p, i], _reach("memcpy"))
+
+    def memcpy_async(dst: int, src: int, size: int, kind: int, stream: int, skip: int) -> int:
+        pinned = any(lo <= src and src + size <= lo + n for lo, n in PINNED.items())
+        on = "a stream of its own" if stream in STREAMS else f"stream {stream:#x}"
+        REACHED.append("memcpy")
+        REACHED.append(
+            f"memcpyAsync {_MEMCPY_KINDS.get(kind, kind)} "
+            f"from {'pinned' if pinned else 'pageable'} memory on {on}"
+        )
+        return _new_ref(None)
+
+    _swap(rt, "memcpyAsync", obj, [p, p, s, i, p, i], memcpy_async)
     _swap(rt, "memset", obj, [p, i, s, i], _reach("memset"))
     _swap(rt, "memsetAsync", obj, [p, i, s, p, i], _reach("memset"))
-    _swap(rt, "streamSynchronize", obj, [p, i], _none)
+    _swap(rt, "streamSynchronize", obj, [p, i], _reach("streamSynchronize"))
     _swap(rt, "deviceSynchronize", obj, [i], _none)
+    real_mem_get_info = rt.memGetInfo  # replayed for real (the engine calls it from Python)
+
+    def mem_get_info(*args, **kwargs):
+        try:
+            free_total = real_mem_get_info(*args, **kwargs)
+        except rt.CUDARuntimeError as e:  # no driver: the runtime got the call
+            REACHED.append("runtime")
+            raise ReachedDevice("memGetInfo") from e
+        REACHED.append("runtime")
+        return free_total
+
+    RUNTIME["memGetInfo"] = mem_get_info
     # and for Python callers (cupy.copyto asks which device is current)
     rt.getDevice, rt.getDeviceCount, rt.setDevice = (lambda: 0), (lambda: 1), (lambda d: None)
     rt.getDeviceProperties = lambda device: {"name": name, "major": 8, "minor": 0}
@@ -244,7 +311,15 @@ def _decode(value, cupy, np, buffers: dict, objects: dict):
             objects[value["object"]] = array
             return array
         if "host" in value:
-            return np.zeros(value["host"], np.dtype(value["dtype"]))
+            return _host_array(value, cupy, np)
+        if "stream" in value:
+            if value["stream"] == "current":
+                return cupy.cuda.get_current_stream()
+            return cupy.cuda.Stream(**value["stream"])
+        if "event" in value:
+            return cupy.cuda.Event(**value["event"])
+        if "memory_pool" in value:
+            return cupy.get_default_memory_pool()
         if "scalar" in value:
             return np.dtype(value["dtype"]).type(value["scalar"])
         if "tuple" in value or "list" in value:
@@ -261,6 +336,21 @@ def _decode(value, cupy, np, buffers: dict, objects: dict):
     return value
 
 
+def _host_array(value: dict, cupy, np):
+    """A host array of the recorded shape, dtype and strides, in pinned memory where the
+    recorded one was (and zeros, where only shape and dtype were recorded)."""
+    shape, dtype = tuple(value["host"]), np.dtype(value["dtype"])
+    if "strides" not in value:
+        return np.zeros(shape, dtype)
+    strides = tuple(value["strides"])
+    steps = [(n - 1) * st for n, st in zip(shape, strides, strict=True)]
+    lo = 0 if 0 in shape else sum(x for x in steps if x < 0)  # the lowest byte, from item 0
+    size = 0 if 0 in shape else sum(x for x in steps if x > 0) - lo + dtype.itemsize
+    pinned = value.get("pinned")
+    buffer = cupy.cuda.alloc_pinned_memory(size) if pinned else bytearray(size)
+    return np.ndarray(shape, dtype, buffer=buffer, offset=-lo, strides=strides)
+
+
 def replay_one(call: dict, cupy, np) -> dict:
     """Run one recorded call on CuPy: how far it got, and what it allocated on the way."""
     buffers: dict = {}
@@ -269,16 +359,20 @@ def replay_one(call: dict, cupy, np) -> dict:
     kwargs = {k: _decode(v, cupy, np, buffers, objects) for k, v in call["kwargs"].items()}
     kind, name = call["call"].split(".", 1)
     blas_before = _blas_calls()
+    cupy.get_default_pinned_memory_pool().free_all_blocks()  # so that pinned memory is made
     REACHED.clear()
     _ALLOCATED[0] = 0
     result = {"call": call["call"], "error": None}
     try:
-        if kind == "xp":
-            getattr(cupy, name)(*args, **kwargs)
-        elif name == "T":
-            args[0].T  # noqa: B018
-        else:
-            getattr(args[0], name)(*args[1:], **kwargs)
+        if kind == "xp":  # a function of cupy, cupy.cuda or the runtime's own
+            target = RUNTIME.get(name.removeprefix("cuda.runtime.")) if "runtime." in name else None
+            if target is None:
+                target = functools.reduce(getattr, name.split("."), cupy)
+            target(*args, **kwargs)
+        else:  # a method or a property (ndarray.T, Event.done) of the first argument
+            attribute = getattr(args[0], name)
+            if callable(attribute):
+                attribute(*args[1:], **kwargs)
     except ReachedDevice:
         pass
     except Exception as e:  # CuPy refused the call before it reached the device
@@ -321,7 +415,33 @@ def replay(calls: list[dict], stub_dir: Path) -> dict:
             results.append(replay_one(call, cupy, np))
         except Exception:
             results.append({"call": call["call"], "error": traceback.format_exc(limit=3)})
-    return {"cupy": cupy.__version__, "numpy": np.__version__, "results": results}
+    report = {"cupy": cupy.__version__, "numpy": np.__version__, "results": results}
+    report["pinned_empty"] = _pinned_empty(cupy, np)
+    return report
+
+
+def _pinned_empty(cupy, np) -> list[dict]:
+    """What mlpcli's Backend.pinned_empty makes on this CuPy (a NumPy array over CuPy's
+    pinned memory, into which the feed gathers each batch): its layout, whether NumPy may
+    write into it, and whether it lies in pinned memory."""
+    from mlpcli.backend import Backend
+
+    backend = Backend("cuda", cupy, "replay")
+    made = []
+    for shape, dtype in [((5, 3), "float32"), ((7,), "int64"), ((0, 4), "float64")]:
+        a = backend.pinned_empty(shape, dtype)
+        lo = a.__array_interface__["data"][0]
+        inside = any(p <= lo and lo + a.nbytes <= p + max(n, 1) for p, n in PINNED.items())
+        made.append(
+            {
+                "shape": list(a.shape),
+                "dtype": a.dtype.str,
+                "writeable": bool(a.flags.writeable),
+                "c_contiguous": bool(a.flags.c_contiguous),
+                "pinned": inside,
+            }
+        )
+    return made
 
 
 def run_mlpcli(mode: str, stub_dir: Path, args: list[str]) -> None:

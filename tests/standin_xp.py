@@ -416,12 +416,21 @@ def _root(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _pinned(a: np.ndarray) -> bool:
+    """Whether host array `a` views memory from `alloc_pinned_memory`."""
+    owner = _root(a).base
+    if isinstance(owner, memoryview):  # NumPy 1 keeps the memoryview, NumPy 2 its owner
+        owner = owner.obj
+    return isinstance(owner, _PinnedBytes)
+
+
 def encode(value: Any, buffers: dict) -> Any:
     """An argument as JSON: device arrays by buffer (numbered in order of appearance within
     one call, so that calls differing only in which buffer they use compare equal), offset,
     shape, dtype and strides, and which arguments are one and the same array object (CuPy
-    copies an input that shares memory with `out` unless it *is* `out`); host arrays by shape
-    and dtype; scalars by value and type."""
+    copies an input that shares memory with `out` unless it *is* `out`); host arrays by shape,
+    dtype, strides and whether they are pinned; streams and events by the flags they were
+    made with (or as the current stream); scalars by value and type."""
     if isinstance(value, DeviceArray):
         a = value._a
         root = _root(a)
@@ -441,8 +450,19 @@ def encode(value: Any, buffers: dict) -> Any:
             "strides": list(a.strides),
             "dtype": a.dtype.str,
         }
-    if isinstance(value, np.ndarray):
-        return {"host": list(value.shape), "dtype": value.dtype.str}
+    if isinstance(value, np.ndarray):  # layout, and whether it is in page-locked memory
+        return {
+            "host": list(value.shape),
+            "dtype": value.dtype.str,
+            "strides": list(value.strides),
+            "pinned": _pinned(value),
+        }
+    if isinstance(value, (Stream, _Stream)):
+        return {"stream": value._flags if isinstance(value, Stream) else "current"}
+    if isinstance(value, Event):
+        return {"event": value._flags}
+    if isinstance(value, _MemoryPool):
+        return {"memory_pool": "default"}
     if isinstance(value, np.generic):
         return {"scalar": value.item(), "dtype": value.dtype.str}
     if isinstance(value, (bool, int, float, str)) or value is None:
@@ -501,6 +521,9 @@ BACKEND = Backend("cuda", xp, "stand-in GPU (NumPy behind a CuPy-like wall)")
 # `cuda.Event`, `cuda.alloc_pinned_memory`, `ndarray.set(arr, stream=)`,
 # `cuda.runtime.memGetInfo` and `get_default_memory_pool().free_bytes()`.
 #
+# Recorded like the array calls (the flags of streams and events, the layout of host arrays
+# and whether they are pinned), so tests/cupy_replay.py replays them on real CuPy too.
+#
 # The current stream runs everything at once (NumPy underneath). A `Stream` of one's own
 # defers what is queued on it — a copy reads its host source only when it runs — until
 # an event recorded after it is waited for (by the host, or by a stream, which here
@@ -517,6 +540,7 @@ class Stream:
     """cupy.cuda.Stream: work queued on it runs when something waits for it."""
 
     def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False):
+        self._flags = {"null": null, "non_blocking": non_blocking, "ptds": ptds}
         self.non_blocking = non_blocking
         self._queue: list = []  # deferred work, oldest first
         self._ran = 0  # how many queued items have run
@@ -547,6 +571,11 @@ class Event:
     """cupy.cuda.Event: marks a point of a stream's queue."""
 
     def __init__(self, block: bool = False, disable_timing: bool = False, interprocess=False):
+        self._flags = {
+            "block": block,
+            "disable_timing": disable_timing,
+            "interprocess": interprocess,
+        }
         self._stream: Stream | None = None
         self._mark = 0
 
@@ -573,10 +602,15 @@ _Stream.wait_event = _wait_event  # the current stream waits by running the work
 _Stream.record = Stream.record
 
 
+class _PinnedBytes(bytearray):
+    """The memory behind `alloc_pinned_memory` (a type of its own: recording tells a pinned
+    host array from another)."""
+
+
 def alloc_pinned_memory(size: int) -> memoryview:
     """Page-locked host memory: here ordinary memory, counted in PINNED."""
     PINNED.append(size)
-    return memoryview(bytearray(size))
+    return memoryview(_PinnedBytes(size))
 
 
 def _set(self: DeviceArray, arr: Any, stream: Any = None) -> None:
@@ -599,9 +633,6 @@ def _set(self: DeviceArray, arr: Any, stream: Any = None) -> None:
         copy()
 
 
-DeviceArray.set = _set
-
-
 class _MemoryPool:
     """cupy.get_default_memory_pool(): nothing cached here (NumPy allocates)."""
 
@@ -622,11 +653,20 @@ def _mem_get_info() -> tuple[int, int]:
     return DEVICE_FREE, DEVICE_TOTAL
 
 
-xp.cuda.Stream = Stream
-xp.cuda.Event = Event
-xp.cuda.alloc_pinned_memory = alloc_pinned_memory
+for _cls, _prefix in ((Stream, "Stream"), (_Stream, "Stream"), (Event, "Event")):
+    for _name in ("record", "synchronize", "wait_event"):
+        if _name in vars(_cls):
+            setattr(_cls, _name, _recorded(f"{_prefix}.{_name}", vars(_cls)[_name]))
+Event.done = property(_recorded("Event.done", vars(Event)["done"].fget))
+_MemoryPool.free_bytes = _recorded("MemoryPool.free_bytes", _MemoryPool.free_bytes)
+DeviceArray.set = _recorded("ndarray.set", _set)
+
+xp.cuda.Stream = _recorded("xp.cuda.Stream", Stream)
+xp.cuda.Event = _recorded("xp.cuda.Event", Event)
+xp.cuda.get_current_stream = _recorded("xp.cuda.get_current_stream", _Stream)
+xp.cuda.alloc_pinned_memory = _recorded("xp.cuda.alloc_pinned_memory", alloc_pinned_memory)
 if not hasattr(xp.cuda, "runtime"):  # added to, not replaced, where the stand-in has one
     xp.cuda.runtime = SimpleNamespace()
-xp.cuda.runtime.memGetInfo = _mem_get_info
+xp.cuda.runtime.memGetInfo = _recorded("xp.cuda.runtime.memGetInfo", _mem_get_info)
 if not hasattr(xp, "get_default_memory_pool"):
-    xp.get_default_memory_pool = _MemoryPool
+    xp.get_default_memory_pool = _recorded("xp.get_default_memory_pool", _MemoryPool)

@@ -2,12 +2,15 @@
 
 The engine runs here on the stand-in (tests/standin_xp.py), which records each distinct
 call: training with every activation, loss and optimizer, dropout, clipping,
-standardization, float32 and float64 and a partial last batch; evaluation; prediction; the
-float64 forward and backward passes of a gradient check. tests/cupy_replay.py then replays
-the calls on real CuPy, in the environments tests/cupy_envs.sh makes, standing in for the
-few CUDA entry points a call meets before its work reaches the device. A call CuPy refuses
-fails the test; so does one that copies an input aside before writing its output (an
-activation-sized temporary).
+standardization, float32 and float64 and a partial last batch; the same with the data
+streamed from the host (streams, events, pinned buffers, `ndarray.set` on a stream,
+validation in chunks), and a memory-mapped .npy moved to the device block by block;
+evaluation; prediction; the float64 forward and backward passes of a gradient check.
+tests/cupy_replay.py then replays the calls on real CuPy, in the environments
+tests/cupy_envs.sh makes, standing in for the few CUDA entry points a call meets before its
+work reaches the device. A call CuPy refuses fails the test; so does one that copies an
+input aside before writing its output (an activation-sized temporary), or a batch copied
+to the device from anything but pinned memory.
 
 Without those environments the tests skip, unless MLPCLI_REQUIRE_CUPY=1 (as in .ci/run).
 """
@@ -27,7 +30,8 @@ from helpers import REPO, small_config
 from standin_xp import BACKEND, encode_call, recording, xp
 
 import mlpcli.inference
-from mlpcli import inference
+import mlpcli.train
+from mlpcli import feed, inference
 from mlpcli.backend import get_backend
 from mlpcli.config import validate_dict
 from mlpcli.data import prepare
@@ -52,6 +56,11 @@ def _python(env: str) -> Path:
 
 def replay(env: str, calls: list[dict], tmp_path: Path) -> list[dict]:
     """The results of replaying `calls` on the real CuPy of `env`."""
+    return replay_report(env, calls, tmp_path)["results"]
+
+
+def replay_report(env: str, calls: list[dict], tmp_path: Path) -> dict:
+    """The report of replaying `calls` on the real CuPy of `env` (see cupy_replay.replay)."""
     python = _python(env)
     path = tmp_path / f"calls-{env}.json"
     path.write_text(json.dumps(calls), encoding="utf-8")
@@ -65,7 +74,7 @@ def replay(env: str, calls: list[dict], tmp_path: Path) -> list[dict]:
     report = json.loads(done.stdout)
     assert report["cupy"].split(".")[0] == env[-2:], report["cupy"]
     assert len(report["results"]) == len(calls)
-    return report["results"]
+    return report
 
 
 # ------------------------------------------------------------------ what the engine calls
@@ -140,6 +149,34 @@ WORKLOADS = {
     ),
 }
 
+# streamed from the host: batches of 32 (the last of 8), validation in chunks of 16 (the last
+# of 2); float32 with dropout and standardization, float64 with standardized targets
+STREAMED = {
+    "stream-float32": {**WORKLOADS["adam-float32"], "data": {**BLOBS, "stream": True}},
+    "stream-float64": {
+        **WORKLOADS["mse-float64"],
+        "data": {**WORKLOADS["mse-float64"]["data"], "stream": True, "standardize": True},
+        "model": {"layers": [*LAYERS["relu-tanh"][:2], {"units": 1, "activation": "linear"}]},
+    },
+}
+EVAL_CHUNK = 16
+
+
+def _memmap_workload(root: Path) -> dict:
+    """A .npy training set (memory-mapped), resident: it moves to the device through a
+    pinned buffer of 32 rows, 230 = 7 x 32 + 6 of them."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(230, 5)).astype(np.float32)
+    np.save(root / "mm-x.npy", x)
+    np.save(root / "mm-y.npy", (x[:, 0] > 0).astype(np.int64))
+    data = {"source": str(root / "mm-x.npy"), "target": str(root / "mm-y.npy"), "stream": False}
+    layers = [*LAYERS["relu-tanh"][:2], {"units": 2, "activation": "softmax"}]
+    return {
+        **WORKLOADS["adam-float32"],
+        "data": {**data, "val_split": 0.2},
+        "model": {"layers": layers},
+    }
+
 
 def _train(raw: dict, run_dir: Path) -> Path:
     config = validate_dict(copy.deepcopy(raw), where="test config")
@@ -179,6 +216,11 @@ def engine_calls(tmp_path_factory) -> list[dict]:
                 if raw["loss"] != "mse":
                     inference.predict(loaded, str(root / "x.npy"), proba=True)
             _gradcheck_passes(raw)
+        mp.setattr(mlpcli.train, "EVAL_BATCH", EVAL_CHUNK)
+        for name, raw in STREAMED.items():
+            _train(raw, root / name)
+        mp.setattr(feed, "STAGE_BYTES", 32 * 5 * 4)
+        _train(_memmap_workload(root), root / "memmap")
     assert len(calls) > 100
     return calls
 
@@ -214,6 +256,8 @@ def test_every_engine_call_passes_cupys_checks(env, engine_calls, engine_results
     # nothing went somewhere the stand-ins cannot see
     views = {"ndarray.__getitem__", "ndarray.reshape", "ndarray.T", "xp.ascontiguousarray"}
     views |= {"xp.empty", "xp.empty_like"}
+    views |= {"xp.cuda.get_current_stream", "xp.get_default_memory_pool"}  # host objects
+    views |= {"MemoryPool.free_bytes"}  # counted on the host
     unseen = {c["call"] for c, r in zip(engine_calls, results, strict=True) if not r["reached"]}
     assert unseen <= views, unseen - views
     strays = [r for r in results for what in r["reached"] if what.startswith("unraisable")]
@@ -222,6 +266,56 @@ def test_every_engine_call_passes_cupys_checks(env, engine_calls, engine_results
     for call, r in zip(engine_calls, results, strict=True):
         if call["call"] in ("xp.matmul", "xp.vdot") and call["args"][0]["dtype"] in ("<f4", "<f8"):
             assert r["reached"], (call, r)
+
+
+STREAMING_CALLS = {
+    # what each of the feed's calls must reach on the way to the device
+    "xp.cuda.Stream": "streamCreate",
+    "xp.cuda.Event": "eventCreate",
+    "xp.cuda.alloc_pinned_memory": "hostAlloc",
+    "Event.record": "eventRecord",
+    "Event.synchronize": "eventSynchronize",
+    "Stream.wait_event": "streamWaitEvent",
+    "Stream.synchronize": "streamSynchronize",
+    "xp.cuda.runtime.memGetInfo": "runtime",
+    # the batch copies: asynchronous, from pinned memory, on the copy stream
+    "ndarray.set": "memcpyAsync host-to-device from pinned memory on a stream of its own",
+}
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_the_streaming_calls_reach_the_cuda_runtime(env, engine_calls, engine_results):
+    """Streams and events made with the feed's flags, waits on both streams, pinned buffers,
+    and each batch's copy: every one recorded and replayed to its CUDA runtime call."""
+    results = engine_results(env)
+    seen = {c["call"] for c in engine_calls}
+    assert set(STREAMING_CALLS) | {"MemoryPool.free_bytes"} <= seen, set(STREAMING_CALLS) - seen
+    for call, r in zip(engine_calls, results, strict=True):
+        if call["call"] in STREAMING_CALLS:
+            assert STREAMING_CALLS[call["call"]] in r["reached"], (call, r)
+    sets = [c for c in engine_calls if c["call"] == "ndarray.set"]
+    hosts = {(c["args"][1]["dtype"], tuple(c["args"][1]["host"])) for c in sets}
+    assert {("<f4", (8, 2)), ("<f8", (8, 3)), ("<f8", (8, 1))} <= hosts  # last batches
+    assert {("<f4", (2, 2)), ("<f4", (6, 5))} <= hosts  # last validation chunk, memmap block
+    assert all(c["args"][1]["pinned"] for c in sets)
+    waits = {c["args"][0]["stream"] == "current" for c in engine_calls if "wait" in c["call"]}
+    assert waits == {True, False}  # the compute stream and the copy stream both wait
+    streams = [c["kwargs"] for c in engine_calls if c["call"] == "xp.cuda.Stream"]
+    assert streams == [{"non_blocking": True}]
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_pinned_buffers_are_writable_c_ordered_pinned_memory(env, tmp_path):
+    """Backend.pinned_empty on real CuPy: NumPy arrays over CuPy's pinned memory, which the
+    feed gathers batches into (np.take(out=)) and copies from asynchronously."""
+    made = replay_report(env, [], tmp_path)["pinned_empty"]
+    assert [(m["shape"], m["dtype"]) for m in made] == [
+        ([5, 3], "<f4"),
+        ([7], "<i8"),
+        ([0, 4], "<f8"),
+    ]
+    for m in made:
+        assert m["writeable"] and m["c_contiguous"] and m["pinned"], m
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))
@@ -266,15 +360,81 @@ def _bad_calls() -> dict[str, dict]:
         "an activation on two views of one buffer": encode_call(
             "xp.maximum", (buf[:2], 0.0), {"out": buf[:2]}
         ),
+        **_bad_streaming_calls(),
     }
+
+
+def _bad_streaming_calls() -> dict[str, dict]:
+    """Copies to the device that CuPy refuses, or takes without the pinned memory that makes
+    them asynchronous; streams and events with keywords CuPy lacks."""
+    pinned = BACKEND.pinned_empty((4, 3), np.float32)
+    copier = xp.cuda.Stream(non_blocking=True)
+    on = {"stream": copier}
+    return {
+        "set from a host array of the wrong shape": encode_call(
+            "ndarray.set", (xp.empty((4, 3), xp.float32), pinned[:3]), on
+        ),
+        "set from a host array of another dtype": encode_call(
+            "ndarray.set", (xp.empty((4, 3), xp.float64), pinned), on
+        ),
+        "set into a non-contiguous device array": encode_call(
+            "ndarray.set", (xp.empty((4, 3), xp.float32)[:, :2], pinned[:, :2]), on
+        ),
+        "a stream with a keyword CuPy lacks": encode_call("xp.cuda.Stream", (), {"blocking": 0}),
+        "an event with a keyword CuPy lacks": encode_call("xp.cuda.Event", (), {"timing": 0}),
+        # accepted, but through ordinary memory: CuPy copies a non-contiguous source first
+        "set from a non-contiguous pinned array": encode_call(
+            "ndarray.set", (xp.empty((4, 2), xp.float32), pinned[:, :2]), on
+        ),
+        "set from ordinary memory": encode_call(
+            "ndarray.set", (xp.empty((4, 3), xp.float32), np.ones((4, 3), np.float32)), on
+        ),
+    }
+
+
+def _column_major_feed_calls() -> list[dict]:
+    """The calls of a streaming feed whose pinned buffers are column-major: the stand-in
+    gives the right batches (its copies take any layout), but on CuPy each batch of features
+    would be copied through ordinary memory first."""
+    pinned_empty = type(BACKEND).pinned_empty
+
+    def column_major(self, shape: tuple, dtype) -> np.ndarray:
+        return pinned_empty(self, shape[::-1], dtype).T
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
+    spans = [(0, 16), (16, 32), (32, 40)]
+    with pytest.MonkeyPatch.context() as mp, recording() as calls:
+        mp.setattr(type(BACKEND), "pinned_empty", column_major)
+        f = feed.Streaming(BACKEND, x, y, None, None, None, 16, 16, "float32")
+        got = [(xb.get(), yb.get()) for xb, yb in f.batches(np.arange(40), spans)]
+    assert all(np.array_equal(xb, x[lo:hi]) for (xb, _), (lo, hi) in zip(got, spans, strict=True))
+    return [c for c in calls if c["call"] == "ndarray.set"]
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))
 def test_the_replay_catches_what_cupy_refuses(env, tmp_path):
     bad = _bad_calls()
-    results = dict(zip(bad, replay(env, list(bad.values()), tmp_path), strict=True))
-    for what in list(bad)[:6]:
+    feed_calls = _column_major_feed_calls()
+    done = replay(env, list(bad.values()) + feed_calls, tmp_path)
+    results = dict(zip(bad, done, strict=False))
+    refused = [*list(bad)[:6], *list(_bad_streaming_calls())[:5]]
+    for what in refused:
         assert results[what]["error"], f"{what} passed on {env}: {results[what]}"
+    pinned = STREAMING_CALLS["ndarray.set"]
+    for what in ("set from a non-contiguous pinned array", "set from ordinary memory"):
+        r = results[what]
+        assert r["error"] is None and pinned not in r["reached"], (what, r)
+        assert (
+            "memcpyAsync host-to-device from pageable memory on a stream of its own" in r["reached"]
+        ), (what, r)
+    # the column-major feed: its feature copies fail test_the_streaming_calls_reach_...
+    through_pageable = [
+        c["args"][1]["dtype"]
+        for c, r in zip(feed_calls, done[len(bad) :], strict=True)
+        if r["error"] is None and pinned not in r["reached"]
+    ]
+    assert through_pageable and set(through_pageable) == {"<f4"}, through_pageable
     gemv = results["the bias gradient as a 1-D GEMV"]
     if env == "cupy13":  # what model.py used to do on every backward step
         assert "axes don't match array" in gemv["error"], gemv
