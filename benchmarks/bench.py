@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlpcli.config import validate_dict  # noqa: E402
 from mlpcli.data import Dataset  # noqa: E402
-from mlpcli.report import QuietReporter  # noqa: E402
+from mlpcli.report import SilentReporter  # noqa: E402
 from mlpcli.runs import run_folder  # noqa: E402
 from mlpcli.train import Run  # noqa: E402
 
@@ -48,45 +48,53 @@ def synthetic(n: int, d: int, classes: int, seed: int = 0) -> tuple[np.ndarray, 
     return rng.standard_normal((n, d), dtype=np.float32), rng.integers(0, classes, n)
 
 
-class _EpochTimer(QuietReporter):
-    """The seconds from an epoch's start to the end of its last optimizer step."""
+class EpochTimer(SilentReporter):
+    """Seconds from an epoch's start to the end of its last optimizer step, with the
+    device's queued work waited for at both ends (a no-op on the CPU)."""
 
     def epoch_start(self, run, epoch):
+        run.backend.synchronize()
         self.t0 = time.perf_counter()
 
     def step(self, run, batch):
         if batch == run.steps_per_epoch:
+            run.backend.synchronize()
             self.seconds = time.perf_counter() - self.t0
 
 
-def benchmark_run(x, y, sizes, batch, optimizer, logdir, reporter, comm=None) -> Run:
-    """An mlpcli Run of a ReLU MLP on (x, y): standardized, no validation, no checkpoints."""
+def benchmark_run(
+    x, y, sizes, batch, optimizer, logdir, reporter, comm=None, *, backend=None, config=None, **data
+) -> Run:
+    """An mlpcli Run of an MLP on (x, y): ReLU hidden layers, softmax output, features taken as
+    standardized already, no validation unless `data` gives x_val and y_val, no checkpoints.
+    `config` adds to (or replaces) sections of the config; `data` adds Dataset fields."""
     layers = [{"units": u, "activation": "relu"} for u in sizes[1:-1]]
     layers.append({"units": sizes[-1], "activation": "softmax"})
-    config = validate_dict(
-        {
-            "data": {"source": "synthetic", "val_split": 0, "standardize": True},
-            "model": {"layers": layers},
-            "optimizer": optimizer,
-            "train": {"epochs": 10**6, "batch_size": batch},
-            "logging": {"logdir": str(logdir), "every_n_steps": 50},
-            "checkpoint": {"every_n_epochs": 10**6, "keep_last": 0, "save_best": False},
-        }
-    )
-    data = Dataset(
+    sections = {
+        "data": {"source": "synthetic", "val_split": 0, "standardize": True},
+        "model": {"layers": layers},
+        "optimizer": optimizer,
+        "train": {"epochs": 10**6, "batch_size": batch},
+        "logging": {"logdir": str(logdir), "every_n_steps": 50, "graph": False},
+        "checkpoint": {"every_n_epochs": 10**6, "keep_last": 0, "save_best": False},
+    }
+    for name, values in (config or {}).items():
+        sections[name] = {**sections[name], **values}
+    dataset = Dataset(
         x_train=x,
         y_train=y,
         classes=np.arange(sizes[-1]),
         source="benchmark",
         x_mean=np.zeros(x.shape[1]),
         x_std=np.ones(x.shape[1]),
+        **data,
     )
-    return Run(config, data, reporter, comm=comm)
+    return Run(validate_dict(sections), dataset, reporter, backend, comm=comm)
 
 
 def mlpcli_epoch(x, y, sizes, batch, optimizer, stack: contextlib.ExitStack) -> Callable:
     """A function that trains one more epoch of mlpcli and returns its seconds."""
-    timer = _EpochTimer()
+    timer = EpochTimer()
     logdir = stack.enter_context(tempfile.TemporaryDirectory())
     run = benchmark_run(x, y, sizes, batch, optimizer, logdir, timer)
     stack.enter_context(run.session(run_folder(run.config, None)))

@@ -27,23 +27,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mlpcli.config import validate_dict  # noqa: E402
-from mlpcli.data import Dataset  # noqa: E402
-from mlpcli.report import QuietReporter  # noqa: E402
+from bench import EpochTimer, benchmark_run  # noqa: E402
+
 from mlpcli.runs import run_folder  # noqa: E402
 from mlpcli.train import EVAL_BATCH, Run  # noqa: E402
-
-
-class _EpochTimer(QuietReporter):
-    """The seconds from an epoch's start to the end of its last optimizer step."""
-
-    def epoch_start(self, run, epoch):
-        self.t0 = time.perf_counter()
-
-    def step(self, run, batch):
-        if batch == run.steps_per_epoch:
-            self.seconds = time.perf_counter() - self.t0
 
 
 def make_run(n, d, classes, batch, class_weight, logdir, reporter) -> Run:
@@ -52,30 +41,25 @@ def make_run(n, d, classes, batch, class_weight, logdir, reporter) -> Run:
     y = rng.integers(0, classes, n)
     y[: n // 2] = 0  # imbalanced: class 0 is over half of the data
     n_val = n // 5
-    config = validate_dict(
-        {
-            "data": {"source": "synthetic", "val_split": 0.2},
-            "model": {"layers": [{"units": 256}, {"units": 128}, {"units": classes}]},
-            "optimizer": {"name": "adam", "lr": 0.001},
-            "train": {"epochs": 10**6, "batch_size": batch, "class_weight": class_weight},
-            "logging": {"logdir": str(logdir), "every_n_steps": 50, "graph": False},
-            "checkpoint": {"every_n_epochs": 10**6, "keep_last": 0, "save_best": False},
-        }
-    )
-    data = Dataset(
-        x_train=x[n_val:],
-        y_train=y[n_val:],
+    weights = None
+    if class_weight == "balanced":
+        counts = np.bincount(y[n_val:], minlength=classes)
+        weights = (n - n_val) / (classes * counts)
+    adam = {"name": "adam", "lr": 0.001}
+    config = {"data": {"val_split": 0.2}, "train": {"class_weight": class_weight}}
+    return benchmark_run(
+        x[n_val:],
+        y[n_val:],
+        [d, 256, 128, classes],
+        batch,
+        adam,
+        logdir,
+        reporter,
+        config=config,
         x_val=x[:n_val],
         y_val=y[:n_val],
-        classes=np.arange(classes),
-        source="benchmark",
-        x_mean=np.zeros(d),
-        x_std=np.ones(d),
+        class_weight=weights,
     )
-    if class_weight == "balanced":
-        counts = np.bincount(data.y_train, minlength=classes)
-        data.class_weight = len(data.y_train) / (classes * counts)
-    return Run(config, data, reporter)
 
 
 def main() -> None:
@@ -88,7 +72,7 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             runs = {}
             for weight in (None, "balanced"):
-                timer = _EpochTimer()
+                timer = EpochTimer()
                 logdir = stack.enter_context(tempfile.TemporaryDirectory())
                 run = make_run(n, d, classes, batch, weight, logdir, timer)
                 stack.enter_context(run.session(run_folder(run.config, None)))
@@ -103,8 +87,9 @@ def main() -> None:
                 train_ratio.append(seconds["balanced"] / seconds[None])
                 run = runs[None][0]
                 t = time.perf_counter()
-                total, norm, hits = run.model.evaluate(run.x_val, run.y_val, EVAL_BATCH, run.scale)
-                float(total), int(hits)
+                for x_val, y_val in run.feed.validation():
+                    total, norm, hits = run.model.evaluate(x_val, y_val, EVAL_BATCH, run.scale)
+                    float(total), int(hits)
                 t_eval = time.perf_counter() - t
                 t = time.perf_counter()
                 run._validate()

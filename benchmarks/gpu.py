@@ -42,11 +42,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # bench.py's harness, however this file is loaded
+
+from bench import EpochTimer, benchmark_run  # noqa: E402
 
 from mlpcli import checkpoint as ckpt  # noqa: E402
 from mlpcli.backend import Backend, get_backend  # noqa: E402
 from mlpcli.config import validate_dict  # noqa: E402
-from mlpcli.data import Dataset, prepare  # noqa: E402
+from mlpcli.data import prepare  # noqa: E402
 from mlpcli.errors import BackendError  # noqa: E402
 from mlpcli.report import SilentReporter  # noqa: E402
 from mlpcli.runs import resume_config  # noqa: E402
@@ -250,42 +253,12 @@ def checks(cpu: Backend, gpu: Backend | None, tmp: Path) -> list[Row]:
 # ---------------------------------------------------------------------- timings
 
 
-class _EpochTimer(SilentReporter):
-    """Seconds from an epoch's start to the end of its last step, the device's work done."""
-
-    def epoch_start(self, run, epoch):
-        run.backend.synchronize()
-        self.t0 = time.perf_counter()
-
-    def step(self, run, batch):
-        if batch == run.steps_per_epoch:
-            run.backend.synchronize()
-            self.seconds = time.perf_counter() - self.t0
-
-
 def mlpcli_epoch(x, y, sizes, batch, backend, stream, tmp) -> tuple[Callable, Run]:
     """A function training one more epoch of mlpcli and returning its seconds; the run."""
-    layers = [{"units": u, "activation": "relu"} for u in sizes[1:-1]]
-    config = validate_dict(
-        {
-            "data": {"source": "synthetic", "val_split": 0, "stream": stream},
-            "model": {"layers": [*layers, {"units": sizes[-1], "activation": "softmax"}]},
-            "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
-            "train": {"epochs": 10**6, "batch_size": batch},
-            "logging": {"logdir": str(tmp), "every_n_steps": 50, "graph": False},
-            "checkpoint": {"every_n_epochs": 10**6, "keep_last": 0, "save_best": False},
-        }
-    )
-    data = Dataset(
-        x_train=x,
-        y_train=y,
-        classes=np.arange(sizes[-1]),
-        source="benchmark",
-        x_mean=np.zeros(x.shape[1]),
-        x_std=np.ones(x.shape[1]),
-    )
-    timer = _EpochTimer()
-    run = Run(config, data, timer, backend)
+    timer = EpochTimer()
+    sgd = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
+    config = {"data": {"stream": stream}}
+    run = benchmark_run(x, y, sizes, batch, sgd, tmp, timer, backend=backend, config=config)
     folder = Path(tempfile.mkdtemp(dir=tmp))
     (folder / "checkpoints").mkdir()
     session = run.session(folder)
