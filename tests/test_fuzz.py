@@ -1162,7 +1162,13 @@ ODD_CELLS = ["", " ", "abc", "NA", "nan", "NaN", "inf", "-inf", "1e999", "-1e999
              "１", "True", "[1]", "\t"]  # fmt: skip
 CSV_EDITS = ["cell", "cell", "drop cell", "extra cell", "header", "blank line", "crlf", "cr",
              "bom", "bytes", "truncate", "empty", "only header", "quote", "columns", "target",
-             "long line"]  # fmt: skip
+             "long line", "text column", "text column"]  # fmt: skip
+# the words of a categorical column; "" is an empty (missing) cell
+WORDS = ["Biscoe", "Dream", "Torgersen", "", "NA", "b", "B", "é", "1", " x", "x "]
+# data.categorical / data.missing of a CSV config (None: the key left out)
+CATEGORICAL = [None, None, "auto", [], ["x0"], ["x1"], ["x0", "x1"], ["target"], ["nope"],
+               ["x0", "x0"], "x0", 3]  # fmt: skip
+MISSING = [None, None, "error", "mean", "median", "zero", "drop", ""]
 CSV_HEADERS = ["x0,x0,target", "x0,,target", "x0,x1", "x0,x1,target,target", " x0 , x1 ,target",
                "", "x0;x1;target", "é,🙂,target", '"x0,x1",target', "x0,x1,Target"]  # fmt: skip
 TARGETS = ["one class", "three", "strings", "floats", "empty", "negative", "huge"]
@@ -1186,6 +1192,9 @@ def csv_edit(draw) -> tuple:
         return (kind, draw(st.sampled_from([0, 1, 50, 2000])))
     if kind == "target":
         return (kind, draw(st.sampled_from(TARGETS)))
+    if kind == "text column":  # a column of words, some cells perhaps left as numbers
+        words = draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))
+        return (kind, draw(st.integers(0, 1)), words, draw(st.integers(0, 3)))
     return (kind, row)
 
 
@@ -1221,6 +1230,11 @@ def csv_bytes(x: np.ndarray, y: np.ndarray, edits: list[tuple]) -> bytes:
             for i, row in enumerate(rows):
                 if row:
                     row[-1] = labels(i)
+        elif kind == "text column":  # words; numbers > 0: every (numbers + 3)th keeps its number
+            _, col, words, numbers = edit
+            for i, row in enumerate(rows):
+                if len(row) > col and (numbers == 0 or i % (numbers + 3)):
+                    row[col] = words[i % len(words)]
         elif kind == "empty":
             header, rows = "", []
         elif kind == "only header":
@@ -1410,6 +1424,12 @@ def data_files(draw) -> tuple[dict[str, bytes], dict[str, Any], str, str | None,
     section: dict[str, Any] = {"source": source, "val_split": 0.25}
     if target:
         section["target"] = target
+    for key, choices in (("categorical", CATEGORICAL), ("missing", MISSING)):
+        value = (
+            draw(st.sampled_from(choices)) if fmt == "csv" or not draw(st.integers(0, 5)) else None
+        )
+        if value is not None:
+            section[key] = value
     return files, section, source, target, [fmt, gz, gz_edit, *edits]
 
 
