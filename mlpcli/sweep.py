@@ -136,7 +136,7 @@ def plan(grid: dict[str, list[Any]], samples: int | None, seed: int) -> list[lis
         if samples < 1 or samples > min(total, MAX_TRIALS):
             raise ConfigError(
                 f"--samples: must be between 1 and {min(total, MAX_TRIALS):,} "
-                f"(the grid has {total:,} combinations), got {samples}"
+                f"(the grid has {total:,} combination{'s' * (total != 1)}), got {samples}"
             )
         from mlpcli.rng import generator
 

@@ -451,7 +451,7 @@ def _resume_run_folder(args: list[str], root: Path, before: dict) -> str | None:
 def command_run_folder(case: Case, root: Path, before: dict, after: dict) -> str | None:
     """The one run folder this command may write in: train's new folder in logs/, or the
     run folder of the checkpoint resume continues."""
-    if case.args[0] == "train":
+    if case.args[0] in ("train", "sweep"):  # a sweep's folder holds its trials' run folders
         new_runs = [
             p
             for p in after
@@ -962,6 +962,66 @@ def test_set_overrides(data, workspaces, base_run):
         args += ["--set", item]
     case = Case(args, files={"cfg.yaml": base_yaml()}, base_run=args[0] == "resume")
     check(case, workspaces, base_run)
+
+
+# ----------------------------------------------------------------------------- sweep grids
+
+GRID_KEYS = ["nope", "", "optimizer", "model.layers.9.units", "a..b", "seed", "optimizer.lr"]
+PLAIN_VALUES = [0.01, 0.1, 1, 2, "relu", "tanh", True, None, "adam"]  # often valid somewhere
+
+
+GOOD_GRIDS = {  # values a trial takes: the sweep must then run, and 1e30 diverges
+    "optimizer.lr": ["0.01", "0.1", "1e30"], "model.layers.0.units": ["2", "3"],
+    "train.batch_size": ["8", "16"], "seed": ["0", "1"], "train.shuffle": ["true", "false"],
+    "model.layers.0.activation": ["relu", "tanh", "gelu"],
+}  # fmt: skip
+
+
+@st.composite
+def grid_items(draw) -> str:
+    if draw(st.booleans()):  # a grid that runs
+        key = draw(st.sampled_from(sorted(GOOD_GRIDS)))
+        values = draw(st.lists(st.sampled_from(GOOD_GRIDS[key]), min_size=1, max_size=2))
+        return f"{key}=[{', '.join(values)}]"
+    key = draw(st.sampled_from(SET_KEYS + GRID_KEYS))
+    path = tuple(key.split("."))
+    value = st.one_of(st.sampled_from(PLAIN_VALUES), values_for(path))
+    values = [_yaml_value(v) for v in draw(st.lists(value, min_size=1, max_size=2))]
+    values = ["1" if _asks_for_long_work(path, Raw(v)) else v for v in values]
+    text = {
+        "list": "[" + ", ".join(values) + "]",
+        "scalar": values[0],
+        "empty": "[]",
+        "twice": f"[{values[0]}, {values[0]}]",
+        "open": "[" + values[0],
+        "nested": f"[[{values[0]}]]",
+    }[
+        draw(
+            st.sampled_from(  # fmt: skip
+                ["list", "list", "list", "scalar", "empty", "twice", "open", "nested"]
+            )
+        )
+    ]
+    shape = draw(st.sampled_from(["k=v", "k=v", "k=v", "k", "=v", "k=v=w"]))
+    return {"k=v": f"{key}={text}", "k": key, "=v": f"={text}", "k=v=w": f"{key}={text}={text}"}[
+        shape
+    ]
+
+
+@fuzz_settings(30)
+@given(data=st.data())
+def test_sweep_grids(data, workspaces):
+    """Any `--grid`, `--samples` and `--jobs`: a sweep folder in logs/ with its trials, or
+    exit 2 having written nothing; trials that diverge are recorded (exit 0)."""
+    items = data.draw(st.lists(grid_items(), min_size=1, max_size=2), label="--grid")
+    config = copy.deepcopy(BASE)
+    config["train"]["epochs"] = 1
+    args = ["sweep", "cfg.yaml", *TRAIN[:2], "--jobs", data.draw(st.sampled_from(["1", "2"]))]
+    for item in items:
+        args += ["--grid", item]
+    if data.draw(st.integers(0, 3)) == 0:
+        args += ["--samples", data.draw(st.sampled_from(ODD_INTS))]
+    check(Case(args, files={"cfg.yaml": base_yaml(config)}), workspaces, None)
 
 
 # ----------------------------------------------------------------------------- 3. run names
