@@ -64,6 +64,20 @@ def load_last(run: Path, name: str = "last.npz") -> tuple[dict[str, np.ndarray],
     return checkpoint.load(run / "checkpoints" / name)
 
 
+def assert_same_checkpoints(a_path: Path, b_path: Path) -> None:
+    """Two checkpoints hold the same arrays, bit for bit and dtype for dtype, and the same
+    position, metrics and progress."""
+    a, meta_a = checkpoint.load(a_path)
+    b, meta_b = checkpoint.load(b_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert np.array_equal(a[key], b[key]), key
+    assert (meta_a["epoch"], meta_a["step"]) == (meta_b["epoch"], meta_b["step"])
+    assert meta_a["metrics"] == meta_b["metrics"]
+    assert meta_a["progress"] == meta_b["progress"]
+
+
 def user_error(result: tuple[int, str, str], *fragments: str, warnings_ok: bool = False) -> str:
     """Check the contract for a user's mistake and return its `error:` line: exit code 2,
     stderr one `error:` line (and `warning:` lines if `warnings_ok`) holding every fragment,

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import REPO, cli, small_config, write_config
+from helpers import REPO, assert_same_checkpoints, cli, small_config, write_config
 from standin_xp import BACKEND, DeviceArray, xp
 
 import mlpcli.backend
@@ -226,25 +226,13 @@ def _fit(raw: dict, backend: Backend, run_dir: Path, **changes) -> Path:
     return run_dir / "checkpoints" / "last.npz"
 
 
-def _assert_same(a_path: Path, b_path: Path) -> None:
-    a, meta_a = checkpoint.load(a_path)
-    b, meta_b = checkpoint.load(b_path)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        assert np.array_equal(a[key], b[key]), key
-    assert (meta_a["epoch"], meta_a["step"]) == (meta_b["epoch"], meta_b["step"])
-    assert meta_a["metrics"] == meta_b["metrics"]
-    assert meta_a["progress"] == meta_b["progress"]
-
-
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_standin_training_gives_the_cpu_bits(name, tmp_path):
     raw = CONFIGS[name]
     on_cpu = _fit(raw, CPU, tmp_path / "cpu")
     on_dev = _fit(raw, BACKEND, tmp_path / "dev")
-    _assert_same(on_cpu, on_dev)
-    _assert_same(on_cpu.with_name("best.npz"), on_dev.with_name("best.npz"))
+    assert_same_checkpoints(on_cpu, on_dev)
+    assert_same_checkpoints(on_cpu.with_name("best.npz"), on_dev.with_name("best.npz"))
     _, meta = checkpoint.load(on_dev)
     assert meta["epoch"] >= 2 and np.isfinite(meta["metrics"]["train/loss"])
 
@@ -261,8 +249,8 @@ def test_standin_trains_a_memory_mapped_npy_split_by_rows(tmp_path):
     resident = copy.deepcopy(raw)
     resident["data"]["stream"] = False
     on_cpu = _fit(raw, CPU, tmp_path / "cpu")
-    _assert_same(on_cpu, _fit(raw, BACKEND, tmp_path / "dev"))
-    _assert_same(on_cpu, _fit(resident, BACKEND, tmp_path / "resident"))
+    assert_same_checkpoints(on_cpu, _fit(raw, BACKEND, tmp_path / "dev"))
+    assert_same_checkpoints(on_cpu, _fit(resident, BACKEND, tmp_path / "resident"))
 
 
 # ------------------------------------------------------------------ checkpoints move
@@ -290,7 +278,7 @@ def test_a_standin_checkpoint_resumes_on_the_cpu_exactly(tmp_path):
     straight = _fit(RESUMABLE, CPU, tmp_path / "straight", epochs=4)
     half = _fit(RESUMABLE, BACKEND, tmp_path / "half", epochs=2)
     resume(half, QuietReporter(), epochs=4, device="cpu")
-    _assert_same(straight, half)
+    assert_same_checkpoints(straight, half)
 
 
 def test_a_cpu_checkpoint_resumes_on_the_standin_exactly(tmp_path, standin_for_cuda):
@@ -298,7 +286,7 @@ def test_a_cpu_checkpoint_resumes_on_the_standin_exactly(tmp_path, standin_for_c
     half = _fit(RESUMABLE, CPU, tmp_path / "half", epochs=2)
     resume(half, QuietReporter(), epochs=4, device="cuda")
     assert standin_for_cuda == ["cuda"]
-    _assert_same(straight, half)
+    assert_same_checkpoints(straight, half)
     _, meta = checkpoint.load(half)
     assert meta["config"]["device"] == "cuda"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import standin_xp
-from helpers import cli, small_config, user_error, write_config
+from helpers import assert_same_checkpoints, cli, small_config, user_error, write_config
 from standin_xp import BACKEND, DeviceArray, xp
 
 import mlpcli.runs
@@ -101,18 +101,6 @@ def _fit(raw: dict, backend: Backend, run_dir: Path, stream) -> Path:
     return run_dir / "checkpoints" / "last.npz"
 
 
-def _assert_same(a_path: Path, b_path: Path) -> None:
-    a, meta_a = checkpoint.load(a_path)
-    b, meta_b = checkpoint.load(b_path)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        assert np.array_equal(a[key], b[key]), key
-    assert (meta_a["epoch"], meta_a["step"]) == (meta_b["epoch"], meta_b["step"])
-    assert meta_a["metrics"] == meta_b["metrics"]
-    assert meta_a["progress"] == meta_b["progress"]
-
-
 # ------------------------------------------------------------------ the same bits
 
 
@@ -122,7 +110,7 @@ def test_streaming_gives_the_resident_bits(name, device, tmp_path):
     raw, backend = CONFIGS[name], BACKENDS[device]
     resident = _fit(raw, backend, tmp_path / "resident", stream=False)
     streamed = _fit(raw, backend, tmp_path / "streamed", stream=True)
-    _assert_same(resident, streamed)
+    assert_same_checkpoints(resident, streamed)
     _, meta = checkpoint.load(streamed)
     assert meta["epoch"] == 3 and np.isfinite(meta["metrics"]["train/loss"])
     if raw["data"]["val_split"]:
@@ -139,7 +127,7 @@ def test_a_memory_mapped_npy_split_by_rows_streams_with_the_resident_bits(device
     raw = {**CONFIGS["dropout"], "data": {**data, "val_split": 0.3}}
     streamed = _run(raw, BACKENDS[device], True)
     assert isinstance(streamed.x, np.memmap) and streamed.data.train_rows is not None
-    _assert_same(
+    assert_same_checkpoints(
         _fit(raw, BACKENDS[device], tmp_path / "resident", stream=False),
         _fit(raw, BACKENDS[device], tmp_path / "streamed", stream=True),
     )
@@ -241,7 +229,7 @@ def test_a_streamed_run_stopped_mid_epoch_resumes_exactly(resume_on, tmp_path, s
     assert (meta["step"], meta["progress"]["batch"]) == (10, 3)
     # on the stand-in it streams again; on the CPU resident, as data.stream allows
     resume(last, QuietReporter(), device=resume_on, overrides=["data.stream=auto"])
-    _assert_same(straight, last)
+    assert_same_checkpoints(straight, last)
 
 
 def test_two_mpi_processes_stream_with_the_bits_of_resident_data(tmp_path):
@@ -257,7 +245,7 @@ def test_two_mpi_processes_stream_with_the_bits_of_resident_data(tmp_path):
         )  # fmt: skip
         assert code == 0, err
         runs[stream] = tmp_path / f"s{stream}" / "checkpoints" / "last.npz"
-    _assert_same(runs[False], runs[True])
+    assert_same_checkpoints(runs[False], runs[True])
 
 
 # ------------------------------------------------------------------ the choice
@@ -304,7 +292,7 @@ def test_a_resident_memory_map_moves_to_the_device_in_blocks(tmp_path, monkeypat
     run = _run(raw, BACKEND, False)
     assert isinstance(run.x, DeviceArray) and np.array_equal(run.x.get(), x)
     assert standin_xp.PINNED == [10 * 5 * 4]
-    _assert_same(
+    assert_same_checkpoints(
         _fit(raw, CPU, tmp_path / "cpu", stream=False),
         _fit(raw, BACKEND, tmp_path / "resident", stream=False),
     )
