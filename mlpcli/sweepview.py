@@ -71,10 +71,13 @@ class SweepView:
         monitor = sweep.trials[0].monitor if sweep.trials else "val/loss"
         keys = list(sweep.grid)
         table = Table(title=f"{sweep.folder.name}: {len(sweep.trials)} trials", box=None)
-        for column in ("rank", "trial", "status", "epochs", f"best {monitor}"):
+        fixed = ("rank", "trial", "status", "epochs", f"best {monitor}")
+        for column in fixed:
             table.add_column(column, justify="right")
-        for key in keys:
-            table.add_column(key, justify="right", min_width=min(len(key), 24))
+        last = [key.rsplit(".", 1)[-1] for key in keys]
+        for key, short in zip(keys, last, strict=True):  # "lr" for optimizer.lr, unless ambiguous
+            plain = last.count(short) == 1 and short not in fixed
+            table.add_column(short if plain else key, justify="right")
         order = ranked + [t for t in sweep.trials if t not in ranked]
         for i, t in enumerate(order):
             rank = str(i + 1) if t in ranked else "-"

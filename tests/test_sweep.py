@@ -134,6 +134,9 @@ def test_a_grid_with_two_jobs_equals_four_train_runs(tmp_path, capsys):
     # the final table names the best trial by val/loss and how to predict with it
     best = min(rows, key=lambda r: float(r["best_val/loss"]))["trial"]
     assert f"predict  mlpcli predict {folder / best} INPUT.csv" in result.stdout
+    # the ranking names each grid key by its last part where that is unambiguous
+    header = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("rank"))
+    assert header.split()[-2:] == ["lr", "units"], header
     live = [line for line in result.stdout.splitlines() if line.startswith("trial-")]
     assert {line.split()[1] for line in live} == {"running", "done"}
     assert all(len(line) <= 100 for line in live)
