@@ -382,7 +382,12 @@ def sweep(
     samples: Annotated[
         int | None, typer.Option(help="Train N combinations drawn with the config's seed.")
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials trained at a time.")] = 1,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", help="Trials trained at a time (1; with --resume, as the sweep began)."
+        ),
+    ] = None,
     logdir: Annotated[str | None, typer.Option(help="Log folder (logging.logdir).")] = None,
     name: Annotated[
         str | None, typer.Option(help="Sweep folder name (default: NAME-YYYYmmdd-HHMMSS).")
@@ -418,7 +423,13 @@ def sweep(
     if config is None:
         raise MlpcliError("sweep: give a CONFIG and --grid KEY=[V1,V2,...], or --resume DIR")
     sweeps.start(
-        config, grid or [], view_for(), samples=samples, jobs=jobs, logdir=logdir, name=name
+        config,
+        grid or [],
+        view_for(),
+        samples=samples,
+        jobs=1 if jobs is None else jobs,
+        logdir=logdir,
+        name=name,
     )
 
 

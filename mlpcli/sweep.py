@@ -182,6 +182,7 @@ class Sweep:
     grid: dict[str, list[Any]]
     samples: int | None
     trials: list[Trial]
+    jobs: int = 1  # trials at a time, as started; --resume keeps it unless given
 
     def __post_init__(self) -> None:
         cp = self.config.get("checkpoint") or {}
@@ -196,6 +197,7 @@ class Sweep:
             "cwd": str(self.cwd),
             "grid": self.grid,
             "samples": self.samples,
+            "jobs": self.jobs,
             "trials": [{"name": t.name, "set": t.sets} for t in self.trials],
             "config": self.config,
         }
@@ -231,7 +233,9 @@ def start(
         folder = _new_folder(Path(base.logging.logdir), base.name, name)
         with RunLock(folder):
             base.logging.logdir = str(folder)
-            sweep = Sweep(folder, config_path, Path.cwd(), to_dict(base), grid, samples, trials)
+            sweep = Sweep(
+                folder, config_path, Path.cwd(), to_dict(base), grid, samples, trials, jobs
+            )
             text = yaml.safe_dump(sweep.document(), sort_keys=False, width=100)
             paths.write_text(folder / "sweep.yaml", text, "--logdir")
             write_results(sweep)
@@ -239,15 +243,16 @@ def start(
     return sweep
 
 
-def resume(folder: str | Path, view: Any, *, jobs: int = 1) -> Sweep:
+def resume(folder: str | Path, view: Any, *, jobs: int | None = None) -> Sweep:
     """Finish the sweep in `folder`: finished trials are kept, stopped ones resumed
-    exactly, pending ones started."""
+    exactly, pending ones started; `jobs` at a time (default: as the sweep started)."""
     from mlpcli.stopping import StopRequest
 
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise MlpcliError(f"--jobs: must be at least 1, got {jobs}")
     with StopRequest(deferred=False) as stop:
         sweep = read_sweep(Path(folder))
+        jobs = sweep.jobs if jobs is None else jobs
         with RunLock(sweep.folder):
             for stale in sweep.folder.glob(".trial-*.out"):  # of a sweep killed with -9
                 stale.unlink(missing_ok=True)
@@ -344,6 +349,9 @@ def read_sweep(folder: Path) -> Sweep:
             trials.append(Trial(name, sets))
         if not isinstance(doc["config"], dict):
             raise ValueError("config: expected a mapping")
+        jobs = doc.get("jobs", 1)  # absent from the sweep files of mlpcli 0.1.0
+        if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 4096:
+            raise ValueError(f"jobs: expected a whole number from 1 to 4096, got {jobs!r}")
         return Sweep(
             folder,
             Path(str(doc["config_file"])),
@@ -352,6 +360,7 @@ def read_sweep(folder: Path) -> Sweep:
             grid,
             doc.get("samples"),
             trials,
+            jobs,
         )
     except (KeyError, TypeError, ValueError) as e:
         what = f"missing {e}" if isinstance(e, KeyError) else str(e)

@@ -258,6 +258,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_sweep(tmp_path):
     assert "stopped" in statuses and "pending" in statuses, statuses
     resumed = _sweep("--resume", folder)
     assert resumed.returncode == 0, resumed.stderr
+    assert ", 2 at a time," in resumed.stdout  # as the sweep began, with -j 2
     whole = _sweep(
         tmp_path / "c.yaml",
         *GRID[:2],
@@ -356,6 +357,11 @@ def test_bad_resume_input_is_exit_2(tmp_path, capsys):
     user_error(cli(capsys, "sweep", "--resume", tmp_path), "sweep.yaml", "damaged", "trials")
     (tmp_path / "sweep.yaml").write_text("[1, 2")
     user_error(cli(capsys, "sweep", "--resume", tmp_path), "sweep.yaml", "cannot read")
+    for jobs in ("0", "true", "1.5", "x"):
+        text = "format: mlpcli-sweep\nversion: 1\ngrid: {}\ntrials: []\nconfig: {}\n"
+        (tmp_path / "sweep.yaml").write_text(text + f"jobs: {jobs}\n")
+        user_error(cli(capsys, "sweep", "--resume", tmp_path), "sweep.yaml", "damaged", "jobs")
+    user_error(cli(capsys, "sweep", "--resume", tmp_path, "--jobs", "0"), "--jobs", "at least 1")
     config = write_config(tmp_path / "c.yaml", small_config())
     user_error(cli(capsys, "sweep", config, "--resume", tmp_path), "--resume", "CONFIG")
     user_error(cli(capsys, "sweep"), "give a CONFIG")
