@@ -215,6 +215,9 @@ def inspect(
         print(f"  fill       {cfg['data']['missing']}: {_listing(filled)}")
     if info["classes"] is not None:
         print(f"  classes    {_listing(info['classes'])}")
+    if info["class_weight"]:
+        weights = [f"{label} {w:.6g}" for label, w in info["class_weight"].items()]
+        print(f"  weights    {_listing(weights)}")
     width = max([10, *(len(k) for k in info["metrics"])])
     for key, value in info["metrics"].items():
         print(f"  {key:<{width}} {value:.6g}")

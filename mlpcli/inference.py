@@ -262,7 +262,16 @@ def summary(loaded: Loaded) -> dict:
         "feature_names": loaded.feature_names,
         "categories": _categories(loaded),
         "fill": _fill(loaded),
+        "class_weight": _class_weight(loaded),
     }
+
+
+def _class_weight(loaded: Loaded) -> dict[str, float] | None:
+    """train.class_weight as resolved against the training labels: label -> weight."""
+    weights = loaded.data("class_weight")
+    if weights is None or loaded.classes is None:
+        return None
+    return {str(c): float(w) for c, w in zip(loaded.classes.tolist(), weights, strict=True)}
 
 
 def _categories(loaded: Loaded) -> dict[str, list[str]]:

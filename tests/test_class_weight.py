@@ -141,6 +141,12 @@ def test_checkpoint_keeps_the_weights_and_eval_reports_the_weighted_loss(tmp_pat
     assert result["loss"] == pytest.approx(meta["metrics"]["val/loss"], rel=1e-12)
     assert result["f1_macro"] == meta["metrics"]["val/f1_macro"]
     assert result["auc"] == meta["metrics"]["val/auc"]
+    # inspect shows them by label
+    code, out, err = cli(capsys, "inspect", tmp_path / "logs" / "r", "--json")
+    assert code == 0, err
+    assert json.loads(out)["class_weight"] == {"common": 1.0, "rare": 5.0}
+    code, out, err = cli(capsys, "inspect", tmp_path / "logs" / "r")
+    assert "  weights    common 1, rare 5\n" in out
 
 
 def test_weighted_val_loss_is_the_weighted_mean_over_all_validation_rows(tmp_path, capsys):
