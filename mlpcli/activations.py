@@ -4,8 +4,9 @@
 object: CuPy copies an input that is merely another view of `out`'s memory), except for
 the activations in NEEDS_Z, whose z is kept. `backward(xp, z, a, dy, tmp)` turns
 dy = dL/da into dL/dz in place, using `tmp` (an array shaped like dy) as scratch so that a
-training step allocates no activation-sized array (gelu's derivative excepted).
-Most derivatives are computed from the output a, as in scikit-learn; only gelu needs z.
+training step allocates no activation-sized array. Most derivatives are computed from the
+output a, as in scikit-learn; only gelu needs z, which it then uses as a second scratch
+(z is kept for the derivative alone: it is dead once the derivative has run).
 """
 
 from __future__ import annotations
@@ -91,9 +92,27 @@ def _d_tanh(xp, z, a, dy, tmp):
 
 
 def _d_gelu(xp, z, a, dy, tmp):
+    # with t = tanh(c (z + 0.044715 z^3)) and a = 0.5 z (1 + t):
     # d/dz 0.5 z (1 + t) = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 * 0.044715 z^2)
-    t = xp.tanh(_GELU_C * (z + 0.044715 * z**3))
-    dy *= 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * z * z)
+    #                    = 0.5 (1 + t) + (1 - t) a v,   v = c (1 + 3 * 0.044715 z^2)
+    # built up in tmp and in z itself (kept only for this derivative), allocating nothing
+    xp.multiply(z, z, out=tmp)
+    tmp *= 0.044715
+    tmp += 1.0
+    tmp *= z
+    tmp *= _GELU_C
+    xp.tanh(tmp, out=tmp)  # t
+    xp.multiply(z, z, out=z)
+    z *= 3 * 0.044715
+    z += 1.0
+    z *= _GELU_C
+    z *= a  # a v
+    xp.subtract(1.0, tmp, out=tmp)  # 1 - t
+    z *= tmp  # (1 - t) a v
+    tmp *= -0.5
+    tmp += 1.0  # 0.5 (1 + t)
+    tmp += z
+    dy *= tmp
 
 
 def _d_softmax(xp, z, a, dy, tmp):
