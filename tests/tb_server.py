@@ -13,6 +13,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 # What TensorBoard prints when the Rust data server (--load_fast=true) is missing or will not
 # start: tests of that loader skip on it.
 FAST_LOADER_UNAVAILABLE = ("--load_fast=true not available", "Could not start data server")
@@ -38,6 +40,16 @@ def tensorboard(logdir: Path, load_fast: str, log: Path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)  # its own group: the Rust data server goes too
         proc.wait(10)
+
+
+def still_running(proc: subprocess.Popen, log: Path, load_fast: str) -> None:
+    """Fails the test if the server has exited, or skips it where the fast loader cannot run."""
+    if proc.poll() is None:
+        return
+    output = log.read_text(errors="replace")
+    if load_fast == "true" and any(m in output for m in FAST_LOADER_UNAVAILABLE):
+        pytest.skip(f"the fast loader cannot run here:\n{output[-2000:]}")
+    pytest.fail(f"tensorboard exited with {proc.returncode}:\n{output[-2000:]}")
 
 
 def get(base: str, route: str, **params):

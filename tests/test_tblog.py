@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorboardX.event_file_writer
-from tb_server import FAST_LOADER_UNAVAILABLE, get, tensorboard
+from tb_server import get, still_running, tensorboard
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboardX.crc32c import crc32c
@@ -364,11 +364,7 @@ def _wait_for_data(proc, base: str, log: Path, load_fast: str) -> dict:
     """Polls until every run's data is in, or has stopped changing for 3 s; fails after 30 s."""
     deadline, data, error, since = time.monotonic() + TIMEOUT, None, None, None
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = log.read_text(errors="replace")
-            if load_fast == "true" and any(m in output for m in FAST_LOADER_UNAVAILABLE):
-                pytest.skip(f"the fast loader cannot run here:\n{output[-2000:]}")
-            pytest.fail(f"tensorboard exited with {proc.returncode}:\n{output[-2000:]}")
+        still_running(proc, log, load_fast)
         try:
             new, error = _server_data(base), None
         except OSError as e:  # not listening yet, or a run not loaded yet

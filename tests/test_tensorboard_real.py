@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("tensorboard")
 
 from helpers import small_config, write_config
-from tb_server import FAST_LOADER_UNAVAILABLE, get, post, tensorboard
+from tb_server import get, post, still_running, tensorboard
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata
@@ -137,11 +137,7 @@ def _post_until(base: str, route: str, body: dict, ready, proc, log: Path, load_
     """POSTs until `ready(answer)`; skips when the fast loader cannot run here."""
     deadline, answer, error = time.monotonic() + 30, None, None
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = log.read_text(errors="replace")
-            if load_fast == "true" and any(m in output for m in FAST_LOADER_UNAVAILABLE):
-                pytest.skip(f"the fast loader cannot run here:\n{output[-2000:]}")
-            pytest.fail(f"tensorboard exited with {proc.returncode}:\n{output[-2000:]}")
+        still_running(proc, log, load_fast)
         try:
             answer, error = post(base, route, body), None
             if ready(answer):
