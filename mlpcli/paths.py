@@ -14,6 +14,7 @@ import os
 import unicodedata
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 from mlpcli.errors import MlpcliError
@@ -139,3 +140,30 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor releases the lock
             self._fd = None
+
+
+def new_folder(logdir: Path, prefix: str, name: str | None, kind: str, taken: str) -> Path:
+    """Where a new run or sweep (`kind`: "run folder", "sweep folder") goes, not yet made:
+    logdir/name, which may exist only as an empty folder, or logdir/prefix-YYYYmmdd-HHMMSS
+    (with -2, -3, ... after it when another started in the same second). `taken` says what
+    to do about a name in use; "{path}" in it stands for the folder."""
+    if name is not None:
+        path = logdir / check_run_name(name, "--name")
+        if path.is_symlink():
+            raise MlpcliError(f"--name: {path} is a symbolic link; a {kind} is a real folder")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            what = "is not empty" if path.is_dir() else "is a file"
+            raise MlpcliError(
+                f"--name: {kind} {path} already exists and {what}; "
+                f"choose another name or {taken.format(path=path)}"
+            )
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    prefix = check_run_name(prefix, "name")
+    check_run_name(f"{prefix}-{stamp}-99", "name")  # the folder's name must fit too
+    path = logdir / f"{prefix}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = logdir / f"{prefix}-{stamp}-{n}"
+    return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,25 +104,7 @@ def claim_folder(config: Config, name: str | None, comm: Any) -> Iterator[Path]:
 def run_folder(config: Config, name: str | None) -> Path:
     """A new run folder under logging.logdir; an existing non-empty one is an error."""
     logdir = Path(config.logging.logdir)
-    if name is not None:
-        path = logdir / check_run_name(name, "--name")
-        if path.is_symlink():
-            raise MlpcliError(f"--name: {path} is a symbolic link; a run folder is a real folder")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            what = "is not empty" if path.is_dir() else "is a file"
-            raise MlpcliError(
-                f"--name: run folder {path} already exists and {what}; "
-                "choose another name or resume from its checkpoint"
-            )
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        prefix = check_run_name(config.name, "name")
-        check_run_name(f"{prefix}-{stamp}-99", "name")  # the folder's name must fit too
-        path = logdir / f"{prefix}-{stamp}"
-        n = 1
-        while path.exists():  # two runs started in the same second
-            n += 1
-            path = logdir / f"{prefix}-{stamp}-{n}"
+    path = paths.new_folder(logdir, config.name, name, "run folder", "resume from its checkpoint")
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import yaml
 
 from mlpcli import checkpoint as ckpt
 from mlpcli import paths
-from mlpcli.config import Config, load_config, parse_override, to_dict, validate_dict
+from mlpcli.config import load_config, parse_override, to_dict
 from mlpcli.errors import CheckpointError, ConfigError, MlpcliError, RunError
 from mlpcli.paths import RunLock, check_run_name
 
@@ -293,24 +292,8 @@ def _check_trials(config_path: Path, trials: list[Trial]) -> None:
 def _new_folder(logdir: Path, prefix: str, name: str | None) -> Path:
     """A new, empty sweep folder under logdir (default name: the config's name and a
     timestamp); an existing non-empty one is an error."""
-    if name is not None:
-        path = logdir / name
-        if path.is_symlink():
-            raise MlpcliError(f"--name: {path} is a symbolic link; a sweep folder is a real one")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            what = "is not empty" if path.is_dir() else "is a file"
-            raise MlpcliError(
-                f"--name: sweep folder {path} already exists and {what}; choose another name "
-                f"or finish it with: mlpcli sweep --resume {path}"
-            )
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        check_run_name(f"{check_run_name(prefix, 'name')}-{stamp}-99", "name")
-        path = logdir / f"{prefix}-{stamp}"
-        n = 1
-        while path.exists():  # a run or sweep started in the same second
-            n += 1
-            path = logdir / f"{prefix}-{stamp}-{n}"
+    taken = "finish it with: mlpcli sweep --resume {path}"
+    path = paths.new_folder(logdir, prefix, name, "sweep folder", taken)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -390,13 +373,6 @@ def _recorded_statuses(folder: Path) -> dict[str, str]:
         return {}
 
 
-def load(folder: str | Path) -> Sweep:
-    """The sweep in `folder` with each trial's status and results as its folder holds them."""
-    sweep = read_sweep(Path(folder))
-    judge_all(sweep)
-    return sweep
-
-
 def judge_all(sweep: Sweep) -> None:
     """Every trial's status from its folder; a trial results.csv records as diverged stays
     so (resumed, it would diverge again at the same step)."""
@@ -437,18 +413,6 @@ def judge(sweep: Sweep, trial: Trial) -> None:
     for key, value in metrics.items():
         row[f"final_{key}"] = value
     trial.row = row
-
-
-# ----------------------------------------------------------------------------- HParams
-
-
-def trial_config(sweep: Sweep, trial: Trial) -> Config:
-    """A trial's resolved config, from the sweep's stored config and its overrides."""
-    import copy
-
-    return validate_dict(
-        copy.deepcopy(sweep.config), where=str(sweep.folder / "sweep.yaml"), overrides=trial.sets
-    )
 
 
 # ----------------------------------------------------------------------------- results.csv
